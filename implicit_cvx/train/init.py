@@ -1,0 +1,113 @@
+"""Initial models for the fitting methods: random well-posed models, saved files, given models."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..model import ImplicitModel
+from ..wellposed import BALL_RTOL, check_kappa, inf_norm
+
+
+def as_generator(seed) -> np.random.Generator:
+    """A numpy Generator from an int seed, None, or a Generator (returned as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an int, None or a numpy Generator, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def random_model(
+    n_states: int,
+    n_inputs: int,
+    n_outputs: int,
+    kappa: float = 0.95,
+    seed=0,
+    activation="relu",
+    include_D: bool = True,
+    scale: float = 1.0,
+    a_fraction: float = 0.5,
+) -> ImplicitModel:
+    """A random well-posed model: ‖A‖_∞ = a_fraction·κ, B, C ~ scale·N(0, 1)/√fan-in.
+
+    A is a Gaussian matrix rescaled as a whole onto ‖A‖_∞ = a_fraction·κ (inside the κ-ball of
+    DESIGN §3); D is small (0.1·scale·N(0,1)/√p) when include_D, else zero; biases are zero.
+    """
+    for name, v in (("n_states", n_states), ("n_inputs", n_inputs), ("n_outputs", n_outputs)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    kappa = check_kappa(kappa)
+    if not (0.0 <= a_fraction <= 1.0):
+        raise ValueError(f"a_fraction={a_fraction!r} must lie in [0, 1] (‖A‖_∞ = a_fraction·κ)")
+    rng = as_generator(seed)
+    n, p, q = int(n_states), int(n_inputs), int(n_outputs)
+    A = rng.standard_normal((n, n))
+    A *= a_fraction * kappa / max(inf_norm(A), 1e-300)
+    B = scale * rng.standard_normal((n, p)) / np.sqrt(p)
+    C = scale * rng.standard_normal((q, n)) / np.sqrt(n)
+    D = 0.1 * scale * rng.standard_normal((q, p)) / np.sqrt(p) if include_D else np.zeros((q, p))
+    return ImplicitModel(A, B, C, D, activation=activation, metadata={"kappa": kappa})
+
+
+def _dense(M) -> np.ndarray:
+    return M.toarray() if sp.issparse(M) else np.array(M, dtype=float)
+
+
+def init_model(
+    init,
+    *,
+    n_inputs: int,
+    n_outputs: int,
+    n_states: int | None = None,
+    kappa: float = 0.95,
+    seed=0,
+    activation="relu",
+    include_D: bool = True,
+) -> ImplicitModel:
+    """The starting model of a fit: "random"/None, a path to a saved model, or an ImplicitModel.
+
+    Shapes are checked against the data (n_inputs = p, n_outputs = q) and n_states; the model
+    must lie in the κ-ball; weights are returned dense (a copy, the input is never modified).
+    """
+    kappa = check_kappa(kappa)
+    if init is None or (isinstance(init, str) and init == "random"):
+        if n_states is None:
+            raise ValueError("n_states is required for a random initial model")
+        return random_model(n_states, n_inputs, n_outputs, kappa, seed, activation, include_D)
+    if isinstance(init, (str, os.PathLike)):
+        if not os.path.exists(init):
+            raise ValueError(f"init={str(init)!r} is neither 'random' nor an existing model file")
+        init = ImplicitModel.load(init)
+    if not isinstance(init, ImplicitModel):
+        raise ValueError(
+            f"init must be 'random', a model file path or an ImplicitModel, got {type(init).__name__}"
+        )
+    got = (init.n_inputs, init.n_outputs)
+    if got != (n_inputs, n_outputs):
+        raise ValueError(
+            f"initial model maps {got[0]} inputs to {got[1]} outputs but the data have "
+            f"{n_inputs} inputs and {n_outputs} outputs (classes); use a matching model"
+        )
+    if n_states is not None and init.n_states != n_states:
+        raise ValueError(
+            f"initial model has {init.n_states} states but n_states={n_states}; pass "
+            "n_states=None or a matching value"
+        )
+    A = _dense(init.A)
+    norm = inf_norm(A)
+    if norm > kappa * (1 + BALL_RTOL):
+        raise ValueError(
+            f"initial model has ‖A‖_∞ = {norm:.6g} > κ = {kappa}; rescale it into the ball "
+            "(wellposed.rescale, ReLU models) or project A (wellposed.project_inf_ball) first"
+        )
+    D = _dense(init.D)
+    if not include_D and np.any(D):
+        raise ValueError("include_D=False but the initial model has a nonzero D; zero it first")
+    meta = dict(init.metadata, kappa=kappa)
+    return ImplicitModel(
+        A, _dense(init.B), _dense(init.C), D, init.b_x.copy(), init.b_y.copy(),
+        activation=init.activation, metadata=meta,
+    )

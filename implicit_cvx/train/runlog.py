@@ -1,0 +1,251 @@
+"""Run logging for iterative fits: JSON-lines history, atomic checkpoints, resume, early stopping.
+
+A run directory holds `history.jsonl` (one record per outer iteration, flushed per line) and
+checkpoints `ckpt_<iteration>/` (model.npz via ImplicitModel.save, state.json, arrays.npz, and
+any extra models such as the best one so far). A checkpoint directory is built under a temporary
+name and renamed into place, then the `LATEST` pointer is replaced atomically: a run killed at any
+moment (even SIGKILL) resumes from a complete checkpoint. Determinism on resume needs every random
+draw to come from a Generator whose state is checkpointed (`rng_state` / `restore_rng`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..model import ImplicitModel
+
+HISTORY = "history.jsonl"
+LATEST = "LATEST"
+
+
+def to_jsonable(obj):
+    """Numpy scalars/arrays to Python; non-finite floats to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """The JSON-able state of a Generator (its bit generator's state dict)."""
+    return to_jsonable(rng.bit_generator.state)
+
+
+def restore_rng(state: dict) -> np.random.Generator:
+    """A Generator continuing exactly where the one whose `rng_state` was taken stopped."""
+    bitgen = getattr(np.random, state["bit_generator"])()
+    bitgen.state = state
+    return np.random.Generator(bitgen)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Checkpoint:
+    """What a resumed run continues from."""
+
+    iteration: int
+    model: ImplicitModel
+    state: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+
+
+class RunLog:
+    """History + checkpoints of one run in `out_dir`; `resume=True` loads the latest checkpoint.
+
+    After construction with resume=True, `self.resumed` is the Checkpoint (or None when the
+    directory has none) and history.jsonl holds only the records up to its iteration.
+    Without resume, an existing history is discarded (a fresh run).
+    """
+
+    def __init__(self, out_dir, checkpoint_every: int = 1, resume: bool = False, keep: int = 2):
+        if int(checkpoint_every) < 1:
+            raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive integer")
+        if int(keep) < 1:
+            raise ValueError(f"keep={keep!r} must be at least 1 checkpoint")
+        self.out_dir = os.fspath(out_dir)
+        self.checkpoint_every = int(checkpoint_every)
+        self.keep = int(keep)
+        os.makedirs(self.out_dir, exist_ok=True)
+        self.resumed = self._load_latest() if resume else None
+        if resume:
+            last = self.resumed.iteration if self.resumed is not None else -1
+            self._truncate_history(last)
+        else:
+            self._clear()
+
+    # ---- history -----------------------------------------------------------------------------
+    @property
+    def history_path(self) -> str:
+        return os.path.join(self.out_dir, HISTORY)
+
+    def log(self, record: dict) -> None:
+        """Append one record (must carry an integer 'iteration') and flush it to the OS."""
+        if "iteration" not in record:
+            raise ValueError(f"history record needs an 'iteration' key, got keys {sorted(record)}")
+        with open(self.history_path, "a") as fh:
+            fh.write(json.dumps(to_jsonable(record)) + "\n")
+            fh.flush()
+
+    def history(self) -> list[dict]:
+        """The records written so far (a torn last line from a killed run is skipped)."""
+        return read_history(self.history_path)
+
+    def _truncate_history(self, last_iteration: int) -> None:
+        keep = [r for r in self.history() if r["iteration"] <= last_iteration]
+        _atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def _clear(self) -> None:
+        for name in os.listdir(self.out_dir):
+            path = os.path.join(self.out_dir, name)
+            if name.startswith("ckpt_") or name.startswith(".ckpt-"):
+                shutil.rmtree(path, ignore_errors=True)
+            elif name in (HISTORY, LATEST):
+                os.remove(path)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def due(self, iteration: int, final: bool = False) -> bool:
+        """Whether outer iteration `iteration` (0-based) should be checkpointed."""
+        return final or (iteration + 1) % self.checkpoint_every == 0
+
+    def checkpoint(self, iteration: int, model: ImplicitModel, state: dict | None = None,
+                   arrays: dict | None = None, models: dict | None = None) -> str:
+        """Write a complete checkpoint atomically; returns its directory."""
+        tmp = tempfile.mkdtemp(dir=self.out_dir, prefix=".ckpt-")
+        model.save(os.path.join(tmp, "model.npz"))
+        for name, extra in (models or {}).items():
+            extra.save(os.path.join(tmp, f"model_{name}.npz"))
+        arrays = {k: np.asarray(v) for k, v in (arrays or {}).items()}
+        bad = [k for k, v in arrays.items() if v.dtype == object]
+        if bad:
+            raise ValueError(f"checkpoint arrays {bad} have dtype object; store numeric arrays")
+        np.savez(os.path.join(tmp, "arrays.npz"), **arrays)
+        meta = {"iteration": int(iteration), "state": state or {}, "models": sorted(models or {})}
+        with open(os.path.join(tmp, "state.json"), "w") as fh:
+            json.dump(to_jsonable(meta), fh)
+        final = os.path.join(self.out_dir, f"ckpt_{int(iteration):08d}")
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _atomic_write_text(os.path.join(self.out_dir, LATEST), os.path.basename(final))
+        self._prune()
+        return final
+
+    def _checkpoint_dirs(self) -> list[str]:
+        return sorted(d for d in os.listdir(self.out_dir) if d.startswith("ckpt_"))
+
+    def _prune(self) -> None:
+        for name in self._checkpoint_dirs()[: -self.keep]:
+            shutil.rmtree(os.path.join(self.out_dir, name), ignore_errors=True)
+
+    def _load_latest(self) -> Checkpoint | None:
+        pointer = os.path.join(self.out_dir, LATEST)
+        if not os.path.exists(pointer):
+            return None
+        with open(pointer) as fh:
+            path = os.path.join(self.out_dir, fh.read().strip())
+        return load_checkpoint(path)
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read one checkpoint directory written by RunLog.checkpoint."""
+    with open(os.path.join(path, "state.json")) as fh:
+        meta = json.load(fh)
+    with np.load(os.path.join(path, "arrays.npz"), allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    models = {n: ImplicitModel.load(os.path.join(path, f"model_{n}.npz")) for n in meta["models"]}
+    return Checkpoint(meta["iteration"], ImplicitModel.load(os.path.join(path, "model.npz")),
+                      meta["state"], arrays, models)
+
+
+def read_history(path: str) -> list[dict]:
+    """Records of a history.jsonl; a torn (unparseable) final line is ignored."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+class EarlyStopping:
+    """Stop when a monitored value (lower is better) has not improved by min_delta for
+    `patience` consecutive checks. State is JSON-able for checkpoints."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        if int(patience) < 1:
+            raise ValueError(f"patience={patience!r} must be a positive integer")
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best = math.inf
+        self.best_iteration = -1
+        self.bad = 0
+
+    def update(self, value: float, iteration: int) -> bool:
+        """Record a value; True if it is a new best."""
+        if value < self.best - self.min_delta:
+            self.best, self.best_iteration, self.bad = float(value), int(iteration), 0
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best if math.isfinite(self.best) else None,
+                "best_iteration": self.best_iteration, "bad": self.bad}
+
+    def load_state(self, state: dict) -> None:
+        best = state.get("best")
+        self.best = math.inf if best is None else float(best)
+        self.best_iteration, self.bad = int(state["best_iteration"]), int(state["bad"])
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, progress: bool = False, desc: str | None = None, initial: int = 0):
+    """A tqdm bar when progress=True and stderr is a terminal, else a silent stand-in."""
+    if not progress or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, initial=initial, leave=False)

@@ -1,0 +1,420 @@
+"""Well-posedness of x = φ(Ax + b): norms, Perron–Frobenius eigenvalue, the κ-ball projection,
+diagonal rescaling into the ball, and a report of which sufficient condition holds (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .model import ImplicitModel
+from .structure import BlockStructure, block_structure
+
+__all__ = [
+    "BALL_RTOL",
+    "block_structure",
+    "check_kappa",
+    "inf_norm",
+    "pf_eigenvalue",
+    "project_inf_ball",
+    "project_l1_ball_rows",
+    "rescale",
+    "row_l1_norms",
+    "wellposedness_report",
+]
+
+BALL_RTOL = 1e-12  # the one ball tolerance: ‖A‖_∞ ≤ κ(1 + BALL_RTOL)
+_DENSE_EIG_MAX = 500  # strongly connected components up to this size use a dense eigensolver
+_PF_RTOL = 1e-11  # λ_pf is certified within Collatz–Wielandt bounds hi − lo ≤ _PF_RTOL·hi
+_CHUNK_ENTRIES = 1 << 22  # rows are projected in chunks of about this many entries
+
+
+# ---- norms and κ ------------------------------------------------------------------------------
+def _check_matrix(A, name: str = "A"):
+    """A as a float ndarray or a scipy.sparse CSR matrix; 2-D or a ValueError."""
+    if sp.issparse(A):
+        return sp.csr_matrix(A, dtype=float)
+    A = np.asarray(A, dtype=float)
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {A.shape}")
+    return A
+
+
+def row_l1_norms(A) -> np.ndarray:
+    """Σ_j |A_ij| for every row i (dense or sparse A)."""
+    A = _check_matrix(A)
+    if sp.issparse(A):
+        return np.asarray(abs(A).sum(axis=1)).ravel()
+    return np.abs(A).sum(axis=1)
+
+
+def inf_norm(A) -> float:
+    """‖A‖_∞ = max_i Σ_j |A_ij| (0 for an empty matrix); an upper bound on λ_pf(|A|)."""
+    norms = row_l1_norms(A)
+    return float(norms.max()) if norms.size else 0.0
+
+
+def check_kappa(kappa) -> float:
+    """κ as a float, or a ValueError unless 0 < κ < 1 (the ball ‖A‖_∞ ≤ κ must be a contraction)."""
+    try:
+        value = float(kappa)
+    except (TypeError, ValueError):
+        raise ValueError(f"kappa must be a number in (0, 1), got {kappa!r}") from None
+    if not (np.isfinite(value) and 0.0 < value < 1.0):
+        raise ValueError(
+            f"kappa={kappa!r} is outside (0, 1): well-posedness needs ‖A‖_∞ ≤ κ < 1 "
+            "(a contraction), and κ = 0 would force A = 0; choose e.g. kappa=0.95"
+        )
+    return value
+
+
+# ---- Perron–Frobenius eigenvalue ---------------------------------------------------------------
+def _abs_block(A, idx: np.ndarray):
+    """|A[idx][:, idx]|: dense for a dense A, CSR for a sparse A."""
+    if sp.issparse(A):
+        return abs(A[idx][:, idx])
+    return np.abs(A[np.ix_(idx, idx)])
+
+
+def _perron(M) -> tuple[float, np.ndarray]:
+    """(λ_pf, positive eigenvector) of an irreducible nonnegative M (dense or sparse).
+
+    A first guess (dense eig for small M; ARPACK on I + M for large M) is polished by Noda's
+    iteration, which also certifies λ_pf within Collatz–Wielandt bounds, even for periodic M.
+    """
+    size = M.shape[0]
+    if size <= _DENSE_EIG_MAX:
+        vals, vecs = np.linalg.eig(M.toarray() if sp.issparse(M) else M)
+        k = int(np.argmax(vals.real))  # the Perron root has the largest real part
+        guess, w = float(vals[k].real), np.abs(vecs[:, k].real)
+    else:
+        guess, w = _arpack_perron(M)
+    lo, hi, w = _noda(M, w if np.all(np.isfinite(w) & (w > 0)) else np.ones(size))
+    return (guess if lo <= guess <= hi else float(hi)), w
+
+
+def _arpack_perron(M) -> tuple[float, np.ndarray]:
+    """ARPACK on I + M: its Perron root 1 + λ_pf is the unique eigenvalue of largest modulus.
+    Returns (nan, 𝟙) when ARPACK does not converge (nearly periodic M); Noda takes over."""
+    size = M.shape[0]
+    shifted = M + (sp.identity(size, format="csr") if sp.issparse(M) else np.eye(size))
+    try:
+        vals, vecs = spla.eigs(
+            shifted, k=1, which="LM", v0=np.ones(size), ncv=min(size, 40), maxiter=50, tol=0.0
+        )
+    except spla.ArpackNoConvergence:
+        return float("nan"), np.ones(size)
+    return float(vals[0].real) - 1.0, np.abs(vecs[:, 0].real)
+
+
+def _collatz_wielandt(M, w: np.ndarray) -> tuple[float, float]:
+    """min_i (Mw)_i/w_i ≤ λ_pf(M) ≤ max_i (Mw)_i/w_i for nonnegative M and positive w."""
+    ratio = np.asarray(M @ w).ravel() / w
+    return float(ratio.min()), float(ratio.max())
+
+
+def _noda(M, w: np.ndarray, max_iter: int = 60) -> tuple[float, float, np.ndarray]:
+    """Noda's inverse iteration w ← (σI − M)⁻¹w with σ the upper Collatz–Wielandt bound.
+
+    σ decreases superlinearly to λ_pf; w stays positive since (σI − M)⁻¹ > 0 for σ > λ_pf.
+    Returns the final bounds (lo, hi) and w. Its sparse LU is cheap for the nearly periodic
+    (cycle-like) components where ARPACK stalls; expander-like ones have a gap and skip it.
+    """
+    sparse = sp.issparse(M)
+    eye = sp.identity(M.shape[0], format="csc") if sparse else np.eye(M.shape[0])
+    lo, hi = _collatz_wielandt(M, w)
+    for _ in range(max_iter):
+        if hi - lo <= _PF_RTOL * hi:
+            break
+        try:
+            shifted = hi * eye - M
+            y = (
+                spla.splu(sp.csc_matrix(shifted)).solve(w)
+                if sparse
+                else np.linalg.solve(shifted, w)
+            )
+        except (RuntimeError, np.linalg.LinAlgError):  # σ hit λ_pf exactly: w is converged
+            break
+        if not np.all(np.isfinite(y) & (y > 0)):
+            break
+        y = y / y.max()
+        lo_y, hi_y = _collatz_wielandt(M, y)
+        if hi_y > hi:  # rounding noise once converged; the bounds are monotone in exact arithmetic
+            break
+        w, lo, hi = y, lo_y, hi_y
+    return lo, hi, w
+
+
+def _pf_of_structure(A, structure: BlockStructure) -> tuple[float, np.ndarray]:
+    """λ_pf(|A|) and the λ_pf of every component (0 for acyclic ones), Thm 2.8/2.9."""
+    sizes = np.array([c.size for c in structure.components], dtype=np.intp)
+    lam = np.zeros(structure.n_components)
+    singles = np.flatnonzero(sizes == 1)
+    if singles.size:
+        states = np.array([structure.components[k][0] for k in singles], dtype=np.intp)
+        diag = A.diagonal() if sp.issparse(A) else np.diagonal(A)
+        lam[singles] = np.abs(diag[states])
+    for k in np.flatnonzero(sizes > 1):
+        lam[k] = max(_perron(_abs_block(A, structure.components[k]))[0], 0.0)
+    return (float(lam.max()) if lam.size else 0.0), lam
+
+
+def pf_eigenvalue(A, structure: BlockStructure | None = None) -> float:
+    """λ_pf(|A|), the spectral radius of |A| (Thm 2.2), computed per strongly connected component.
+
+    Acyclic components contribute exactly 0, so a nilpotent |A| (feed-forward) gives 0.
+    """
+    A = _check_matrix(A)
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be square (n×n), got shape {A.shape}")
+    return _pf_of_structure(A, structure or block_structure(A))[0]
+
+
+# ---- projection onto the κ-ball ----------------------------------------------------------------
+def _radii(radius, m: int) -> np.ndarray:
+    """The per-row radii: a scalar broadcast to m rows, or an (m,) array; finite and ≥ 0."""
+    r = np.asarray(radius, dtype=float)
+    if r.ndim == 0:
+        r = np.full(m, float(r))
+    elif r.shape != (m,):
+        raise ValueError(f"radius must be a scalar or have shape ({m},), got shape {r.shape}")
+    if not np.all(np.isfinite(r) & (r >= 0)):
+        raise ValueError(f"radius must be finite and nonnegative, got {radius!r}")
+    return r
+
+
+def _project_dense_rows(V: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """ℓ1-ball projection of rows known to lie outside (Duchi et al. 2008, sort-based).
+
+    Threshold θ = max_j (S_j − r)/j over the partial sums S_j of the sorted |v|; then
+    w = sign(v)·max(|v| − θ, 0). Rounding overshoot of Σ|w| is removed by a tiny shrink.
+    """
+    absv = np.abs(V)
+    partial = np.cumsum(-np.sort(-absv, axis=1), axis=1)
+    theta = np.max((partial - r[:, None]) / np.arange(1, V.shape[1] + 1), axis=1)
+    W = np.sign(V) * np.maximum(absv - np.maximum(theta, 0.0)[:, None], 0.0)
+    total = np.abs(W).sum(axis=1)
+    over = total > r
+    W[over] *= (r[over] / total[over] * (1.0 - 1e-14))[:, None]
+    return W
+
+
+def _row_chunks(rows: np.ndarray, width: int):
+    step = max(1, _CHUNK_ENTRIES // max(width, 1))
+    return (rows[i : i + step] for i in range(0, rows.size, step))
+
+
+def project_l1_ball_rows(V, radius) -> np.ndarray:
+    """Euclidean projection of each row of V onto {v : ‖v‖_1 ≤ radius} (scalar or per-row).
+
+    Exact and vectorized over rows, O(d log d) per row; rows with ‖v‖_1 ≤ radius(1 + BALL_RTOL)
+    are returned unchanged bit for bit, projected rows satisfy ‖w‖_1 ≤ radius. A 1-D V is one row.
+    """
+    V = np.asarray(V, dtype=float)
+    single = V.ndim == 1
+    V2 = V[None, :] if single else V
+    if V2.ndim != 2:
+        raise ValueError(f"V must be a vector or a matrix of rows, got shape {V.shape}")
+    if not np.all(np.isfinite(V2)):
+        raise ValueError(f"V (shape {V.shape}) contains NaN or inf")
+    r = _radii(radius, V2.shape[0])
+    out = V2.copy()
+    outside = np.flatnonzero(np.abs(V2).sum(axis=1) > r * (1.0 + BALL_RTOL))
+    for rows in _row_chunks(outside, V2.shape[1]):
+        out[rows] = _project_dense_rows(V2[rows], r[rows])
+    return out[0] if single else out
+
+
+def _project_csr_rows(A: sp.csr_matrix, kappa: float) -> sp.csr_matrix:
+    """Row-wise ℓ1 projection of the stored entries of a CSR matrix (zero-padded dense chunks)."""
+    A = A.copy()
+    A.sum_duplicates()
+    lengths = np.diff(A.indptr)
+    outside = np.flatnonzero(row_l1_norms(A) > kappa * (1.0 + BALL_RTOL))
+    width = int(lengths[outside].max()) if outside.size else 0
+    for rows in _row_chunks(outside, width):
+        counts = lengths[rows]
+        row_of = np.repeat(np.arange(rows.size), counts)
+        pos = np.arange(row_of.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        src = np.repeat(A.indptr[rows], counts) + pos
+        pad = np.zeros((rows.size, width))
+        pad[row_of, pos] = A.data[src]
+        A.data[src] = _project_dense_rows(pad, np.full(rows.size, kappa))[row_of, pos]
+    A.eliminate_zeros()
+    return A
+
+
+def project_inf_ball(A, kappa):
+    """Euclidean (Frobenius) projection of A onto {‖A‖_∞ ≤ κ}: one ℓ1-ball projection per row.
+
+    Sparse input keeps its sparsity pattern (the projection never creates nonzeros) and returns
+    CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection (DESIGN §3).
+    """
+    kappa = check_kappa(kappa)
+    A = _check_matrix(A)
+    if sp.issparse(A):
+        if not np.all(np.isfinite(A.data)):
+            raise ValueError(f"A (shape {A.shape}) contains NaN or inf")
+        return _project_csr_rows(A, kappa)
+    return project_l1_ball_rows(A, kappa)
+
+
+# ---- diagonal rescaling (§2.5) -----------------------------------------------------------------
+def _resolvent_weights(A, kappa: float) -> np.ndarray:
+    """w = (κI − |A|)⁻¹𝟙 > 0 (needs λ_pf(|A|) < κ): the rescaled rows sum to κ − 1/w_i < κ."""
+    n = A.shape[0]
+    if sp.issparse(A):
+        w = spla.spsolve(sp.csc_matrix(kappa * sp.identity(n) - abs(A)), np.ones(n))
+    else:
+        w = np.linalg.solve(kappa * np.eye(n) - np.abs(A), np.ones(n))
+    return np.atleast_1d(w)
+
+
+def _scaled_model(model: ImplicitModel, w: np.ndarray, note: dict) -> ImplicitModel:
+    """(SAS⁻¹, SB, S b_x, CS⁻¹, D, b_y) with S = diag(1/w), normalised to geometric mean 1."""
+    log_w = np.log(w)
+    w = np.exp(log_w - log_w.mean())
+    s = 1.0 / w
+    if sp.issparse(model.A):
+        A = (sp.diags(s) @ model.A @ sp.diags(w)).tocsr()
+    else:
+        A = model.A * s[:, None] * w[None, :]
+    B = (sp.diags(s) @ model.B).tocsr() if sp.issparse(model.B) else model.B * s[:, None]
+    C = (model.C @ sp.diags(w)).tocsr() if sp.issparse(model.C) else model.C * w[None, :]
+    metadata = copy.deepcopy(model.metadata)
+    metadata["rescaling"] = {**note, "inf_norm_after": inf_norm(A)}
+    return ImplicitModel(
+        A, B, C, model.D, s * model.b_x, model.b_y, model.activation, metadata=metadata
+    )
+
+
+def rescale(model: ImplicitModel, kappa, method: str = "resolvent") -> ImplicitModel:
+    """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (DESIGN §3, paper §2.5).
+
+    method="resolvent": w = (κI − |A|)⁻¹𝟙, any A with λ_pf(|A|) < κ. method="pf": w = Perron
+    vector of |A|, reaching ‖A‖_∞ = λ_pf(|A|); needs |A| irreducible. φ must be positively
+    homogeneous (ReLU, leaky ReLU, identity).
+    """
+    kappa = check_kappa(kappa)
+    if method not in ("resolvent", "pf"):
+        raise ValueError(f"rescale method must be 'resolvent' or 'pf', got {method!r}")
+    if not model.activation.positively_homogeneous:
+        names = sorted({act.name for act, _, _ in model.activation.blocks})
+        raise ValueError(
+            f"cannot rescale: activation {names} is not positively homogeneous (φ(tz) ≠ tφ(z)), "
+            "so a diagonal state scaling changes the predictions; only relu, leaky_relu and "
+            "identity models can be rescaled"
+        )
+    A = model.A
+    structure = block_structure(A)
+    lam = _pf_of_structure(A, structure)[0]
+    if lam >= kappa:
+        raise ValueError(
+            f"cannot rescale into the κ-ball: λ_pf(|A|) = {lam:.6g} ≥ κ = {kappa:g}, and no "
+            "diagonal scaling gets ‖SAS⁻¹‖_∞ below λ_pf(|A|); choose κ > λ_pf(|A|) (κ < 1) or "
+            "project A with project_inf_ball (which changes predictions)"
+        )
+    note = {"method": method, "kappa": kappa, "pf_eigenvalue": lam, "inf_norm_before": inf_norm(A)}
+    n = A.shape[0]
+    if method == "pf":
+        if not (structure.n_components == 1 and structure.cyclic[0]):
+            raise ValueError(
+                f"rescale method 'pf' needs an irreducible |A| (one cyclic strongly connected "
+                f"component), but A's {n} states form {structure.n_components} components "
+                f"({structure.n_cyclic} cyclic), so |A| has no positive Perron vector; use "
+                "method='resolvent'"
+            )
+        w = _perron(np.abs(A) if not sp.issparse(A) else abs(A))[1]
+    else:
+        w = _resolvent_weights(A, kappa)
+    if not (np.all(np.isfinite(w)) and np.all(w > 0)):
+        raise ValueError(
+            f"rescale ({method}) lost positivity of the scaling vector in floating point "
+            f"(λ_pf(|A|) = {lam:.6g} is too close to κ = {kappa:g}); use a larger κ"
+        )
+    out = _scaled_model(model, w, note)
+    if inf_norm(out.A) > kappa * (1.0 + BALL_RTOL):  # a guard: the theory gives κ − 1/w_i < κ
+        raise ValueError(
+            f"rescale ({method}) reached ‖A‖_∞ = {inf_norm(out.A):.17g} > κ = {kappa:g} in "
+            f"floating point (λ_pf(|A|) = {lam:.6g} is too close to κ); use a larger κ"
+        )
+    out.metadata["kappa"] = kappa
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------------
+def _block_inf_norms(A, structure: BlockStructure) -> np.ndarray:
+    """‖A_kk‖_∞ of every diagonal block A_kk (the entries with both states in component k)."""
+    out = np.zeros(structure.n_components)
+    diag = np.abs(A.diagonal() if sp.issparse(A) else np.diagonal(A))
+    for k, comp in enumerate(structure.components):
+        out[k] = diag[comp[0]] if comp.size == 1 else row_l1_norms(_abs_block(A, comp)).max()
+    return out
+
+
+def wellposedness_report(A, kappa=None) -> dict:
+    """Which sufficient condition for well-posedness holds (Thm 2.2, 2.8/2.9, ‖A‖_∞ < 1).
+
+    The equilibrium solvers refuse to run when "well_posed" is False, quoting "reason".
+    With κ given, also reports "in_ball" (‖A‖_∞ ≤ κ(1 + BALL_RTOL)) and "pf<kappa" (rescalable).
+    """
+    A = _check_matrix(A)
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be square (n×n), got shape {A.shape}")
+    structure = block_structure(A)
+    norm = inf_norm(A)
+    lam, block_lam = _pf_of_structure(A, structure)
+    block_norm = _block_inf_norms(A, structure)
+    cyclic = np.array(structure.cyclic, dtype=bool)
+    sizes = np.array([c.size for c in structure.components], dtype=np.intp)
+    bad = cyclic & (block_norm >= 1.0) & (block_lam >= 1.0)
+    holds = {
+        "triangular": structure.is_triangular,
+        "inf_norm<1": norm < 1.0,
+        "pf<1": lam < 1.0,
+        "per_block": not bad.any(),
+    }
+    conditions = [name for name, ok in holds.items() if ok]
+    if holds["triangular"]:
+        reason = (
+            "well-posed: A is block triangular with no cyclic block (feed-forward), solved "
+            "exactly by one sweep in topological order (Thm 2.8/2.9)"
+        )
+    elif holds["inf_norm<1"]:
+        reason = f"well-posed: ‖A‖_∞ = {norm:.6g} < 1 (convex sufficient condition)"
+    elif holds["pf<1"]:
+        reason = f"well-posed: λ_pf(|A|) = {lam:.6g} < 1 (Perron–Frobenius condition, Thm 2.2)"
+    elif holds["per_block"]:
+        reason = (
+            "well-posed: every cyclic diagonal block has ‖A_kk‖_∞ < 1 or λ_pf(|A_kk|) < 1 "
+            "(block-triangular structure, Thm 2.8/2.9)"
+        )
+    else:
+        k = int(np.argmax(np.where(bad, block_lam, -np.inf)))
+        reason = (
+            f"no sufficient condition for well-posedness holds: ‖A‖_∞ = {norm:.6g} ≥ 1 and λ_pf(|A|) = {lam:.6g} ≥ 1; "
+            f"the cyclic block of {sizes[k]} states starting at state "
+            f"{int(structure.components[k][0])} has ‖A_kk‖_∞ = {block_norm[k]:.6g} and "
+            f"λ_pf(|A_kk|) = {block_lam[k]:.6g}; project A onto the κ-ball (project_inf_ball) or "
+            "train with kappa < 1"
+        )
+    report = {
+        "inf_norm": norm,
+        "pf_eigenvalue": lam,
+        "triangular": structure.is_triangular,
+        "n_components": structure.n_components,
+        "n_cyclic": structure.n_cyclic,
+        "largest_cyclic_block": int(sizes[cyclic].max()) if cyclic.any() else 0,
+        "conditions": conditions,
+        "well_posed": bool(conditions),
+        "reason": reason,
+    }
+    if kappa is not None:
+        kappa = check_kappa(kappa)
+        report.update(
+            kappa=kappa, in_ball=norm <= kappa * (1.0 + BALL_RTOL), **{"pf<kappa": lam < kappa}
+        )
+    return report

@@ -1,0 +1,173 @@
+"""RunLog: history, atomic checkpoints, resume after a real SIGKILL, early stopping, init models."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from implicit_cvx.model import ImplicitModel
+from implicit_cvx.train.init import init_model, random_model
+from implicit_cvx.train.runlog import (
+    EarlyStopping,
+    RunLog,
+    load_checkpoint,
+    progress_bar,
+    read_history,
+    restore_rng,
+    rng_state,
+)
+
+
+def _model(seed=0):
+    return random_model(5, 3, 2, kappa=0.9, seed=seed)
+
+
+# ---- init ------------------------------------------------------------------------------------
+def test_random_model_is_in_ball_and_seeded():
+    m1, m2 = random_model(20, 4, 3, kappa=0.8, seed=3), random_model(20, 4, 3, kappa=0.8, seed=3)
+    assert np.abs(m1.A).sum(axis=1).max() <= 0.8
+    assert np.array_equal(m1.A, m2.A) and np.array_equal(m1.C, m2.C)
+    assert not np.array_equal(m1.B, random_model(20, 4, 3, kappa=0.8, seed=4).B)
+    assert (m1.A.shape, m1.B.shape, m1.C.shape, m1.D.shape) == ((20, 20), (20, 4), (3, 20), (3, 4))
+    assert not np.any(random_model(20, 4, 3, kappa=0.8, seed=3, include_D=False).D)
+    assert not np.any(m1.b_x) and not np.any(m1.b_y)
+
+
+def test_init_model_sources_and_errors(tmp_path):
+    m = _model()
+    path = m.save(tmp_path / "m.npz")
+    for src in (m, str(path)):
+        got = init_model(src, n_inputs=3, n_outputs=2, kappa=0.9)
+        assert np.array_equal(got.A, m.A) and got.A is not m.A
+    assert init_model("random", n_inputs=3, n_outputs=2, n_states=7, kappa=0.9).n_states == 7
+    with pytest.raises(ValueError, match="4 inputs"):
+        init_model(m, n_inputs=4, n_outputs=2, kappa=0.9)
+    with pytest.raises(ValueError, match="n_states"):
+        init_model(m, n_inputs=3, n_outputs=2, n_states=6, kappa=0.9)
+    with pytest.raises(ValueError, match="‖A‖_∞"):
+        init_model(m, n_inputs=3, n_outputs=2, kappa=0.1)
+    with pytest.raises(ValueError, match="neither"):
+        init_model(str(tmp_path / "missing.npz"), n_inputs=3, n_outputs=2, kappa=0.9)
+    with pytest.raises(ValueError, match="kappa"):
+        random_model(3, 2, 1, kappa=1.0)
+
+
+# ---- history and checkpoints -----------------------------------------------------------------
+def test_history_checkpoint_resume_roundtrip(tmp_path):
+    run = RunLog(tmp_path, checkpoint_every=2, keep=2)
+    rng = np.random.default_rng(5)
+    for it in range(5):
+        run.log({"iteration": it, "loss": np.float64(1.0 / (it + 1)), "bad": float("nan")})
+        if run.due(it):
+            run.checkpoint(it, _model(it), state={"rng": rng_state(rng), "step": it},
+                           arrays={"m": np.arange(it + 1.0)}, models={"best": _model(99)})
+            expected_next = rng.standard_normal(3)
+    assert [r["iteration"] for r in run.history()] == [0, 1, 2, 3, 4]
+    assert run.history()[0]["bad"] is None
+    # keep=2: only the last two checkpoints remain; no temporary directories left behind
+    assert sorted(d for d in os.listdir(tmp_path) if "ckpt" in d) == ["ckpt_00000001", "ckpt_00000003"]
+    with open(tmp_path / "history.jsonl", "a") as fh:  # a torn line, as a SIGKILL can leave
+        fh.write('{"iteration": 5, "lo')
+    res = RunLog(tmp_path, checkpoint_every=2, resume=True).resumed
+    assert res.iteration == 3 and res.state["step"] == 3
+    assert np.array_equal(res.arrays["m"], np.arange(4.0))
+    assert np.array_equal(res.model.A, _model(3).A) and np.array_equal(res.models["best"].B, _model(99).B)
+    assert np.array_equal(restore_rng(res.state["rng"]).standard_normal(3), expected_next)
+    assert [r["iteration"] for r in read_history(tmp_path / "history.jsonl")] == [0, 1, 2, 3]
+    assert load_checkpoint(tmp_path / "ckpt_00000003").iteration == 3
+    # a fresh (non-resumed) run clears the directory
+    fresh = RunLog(tmp_path)
+    assert fresh.history() == [] and not any("ckpt" in d for d in os.listdir(tmp_path))
+    assert RunLog(tmp_path, resume=True).resumed is None
+
+
+def test_checkpoint_refuses_object_arrays_and_bad_args(tmp_path):
+    run = RunLog(tmp_path)
+    with pytest.raises(ValueError, match="dtype object"):
+        run.checkpoint(0, _model(), arrays={"x": np.array([{}, 1], dtype=object)})
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        RunLog(tmp_path, checkpoint_every=0)
+    with pytest.raises(ValueError, match="iteration"):
+        run.log({"loss": 1.0})
+
+
+def test_early_stopping_and_progress():
+    es = EarlyStopping(patience=2, min_delta=0.1)
+    assert es.update(1.0, 0) and not es.update(0.95, 1) and not es.should_stop
+    assert not es.update(0.99, 2) and es.should_stop and es.best_iteration == 0
+    es2 = EarlyStopping(patience=2)
+    es2.load_state(json.loads(json.dumps(es.state())))
+    assert (es2.best, es2.bad, es2.best_iteration) == (1.0, 2, 0)
+    bar = progress_bar(10, progress=True)  # not a TTY under pytest: a silent stand-in
+    bar.update(), bar.set_postfix(loss=1.0), bar.close()
+
+
+# ---- resume after a real SIGKILL -------------------------------------------------------------
+_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from implicit_cvx.train.gradient import fit_gradient
+    from implicit_cvx.train.runlog import RunLog
+
+    class SlowRunLog(RunLog):  # leaves time to kill the run between checkpoints
+        def checkpoint(self, *args, **kwargs):
+            out = super().checkpoint(*args, **kwargs)
+            time.sleep(float(sys.argv[3]))
+            return out
+
+    out, resume = sys.argv[1], sys.argv[2] == "1"
+    rng = np.random.default_rng(0)
+    U = rng.uniform(-1, 1, (24, 2))
+    Y = np.sin(2 * U[:, :1]) + U[:, 1:] ** 2
+    res = fit_gradient(U, Y, task="regression", n_states=6, lr=1e-2, epochs=EPOCHS, batch_size=8,
+                       seed=1, run=SlowRunLog(out, checkpoint_every=1, resume=resume))
+    res.model.save(out + "/final.npz")
+    """
+)
+EPOCHS = 12
+
+
+def _launch(out, resume, sleep):
+    script = _SCRIPT.replace("EPOCHS", str(EPOCHS))
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", script, str(out), "1" if resume else "0", str(sleep)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _latest_iteration(out):
+    try:
+        with open(out / "LATEST") as fh:
+            return int(fh.read().strip().split("_")[1])
+    except (FileNotFoundError, ValueError, IndexError):
+        return -1
+
+
+def test_resume_after_sigkill_reaches_same_model(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = _launch(killed, resume=False, sleep=0.4)
+    deadline = time.time() + 60
+    while _latest_iteration(killed) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    reached = _latest_iteration(killed)
+    assert 3 <= reached < EPOCHS - 1 and not (killed / "final.npz").exists()
+
+    resumed, uninterrupted = _launch(killed, resume=True, sleep=0), _launch(clean, resume=False, sleep=0)
+    for proc in (resumed, uninterrupted):
+        assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    a, b = ImplicitModel.load(killed / "final.npz"), ImplicitModel.load(clean / "final.npz")
+    for name in ("A", "B", "C", "D", "b_x", "b_y"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=1e-12)
+    hist = read_history(killed / "history.jsonl")
+    assert [r["iteration"] for r in hist] == list(range(EPOCHS))
+    clean_hist = read_history(clean / "history.jsonl")
+    assert [r["train_loss"] for r in hist] == pytest.approx([r["train_loss"] for r in clean_hist], abs=1e-12)
