@@ -4,7 +4,15 @@ x = φ(Ax + Bu + b_x), ŷ = Cx + Du + b_y, with ‖A‖_∞ ≤ κ < 1 for well-
 """
 
 from .activations import Activation, ActivationMap, get_activation
-from .convert import cascade, conv2d_matrix, from_conv2d, from_layers, from_sklearn, parallel, residual_block
+from .convert import (
+    cascade,
+    conv2d_matrix,
+    from_conv2d,
+    from_layers,
+    from_sklearn,
+    parallel,
+    residual_block,
+)
 from .equilibrium import EquilibriumError, EquilibriumInfo, IllPosedError, solve_equilibrium
 from .gradients import implicit_adjoint, loss_gradients
 from .model import ImplicitModel

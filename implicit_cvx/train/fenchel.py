@@ -30,9 +30,8 @@ from ..convex.gram import GramStats
 from ..convex.losses import fit_output_layer
 from ..convex.rows import RowSpec, solve_rows
 from ..wellposed import check_kappa, inf_norm
-from .gradient import evaluate, prepare_data
 from .init import as_generator, init_model
-from .objective import FitResult, loss_grad, loss_value, penalty_value
+from .objective import FitResult, evaluate, loss_grad, loss_value, penalty_value, prepare_data
 from .runlog import progress_bar, restore_rng, rng_state
 
 ANCHOR_MU = 1e-4  # default proximal anchor μ‖W − W_k‖² of the weight steps (singular Gram matrices)

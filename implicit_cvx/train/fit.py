@@ -47,7 +47,7 @@ SCHEMA = {
     "adjoint": {
         "max_outer": Field("int", 50, low=1),
         "eta": Field("float", 1.0, low=0, open_low=True),
-        "anchor_mu": Field("float", 1e-3, low=0, open_low=True),
+        "anchor_mu": Field("float", 1e-2, low=0, open_low=True),
         "lam_l1": Field("float", 0.0, low=0),
         "lam_l2": Field("float", 0.0, low=0),
         "tol": Field("float", 1e-9, low=0, open_low=True),
@@ -86,10 +86,10 @@ def load_config(path) -> dict:
 
 
 def _teacher(cfg, ds, U, y):
+    import warnings
+
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-    import warnings
 
     hidden = cfg["sim"]["teacher_hidden"]
     if not (isinstance(hidden, list) and hidden and all(isinstance(h, int) and h > 0 for h in hidden)):

@@ -16,50 +16,13 @@ from ..wellposed import check_kappa, inf_norm, project_inf_ball
 from .init import as_generator, init_model
 from .objective import (
     FitResult,
-    check_loss,
-    default_loss,
+    evaluate,
     loss_grad,
-    loss_value,
-    metrics,
-    n_outputs,
-    prepare_targets,
-    true_objective,
+    prepare_data,
 )
 from .runlog import EarlyStopping, progress_bar, restore_rng, rng_state
 
 WEIGHTS = ("A", "B", "C", "D")
-
-
-def prepare_data(U, Y, task: str, loss: str | None, U_val=None, Y_val=None):
-    """(U, Y, loss, q, U_val, Y_val) validated: U (m, p) finite, targets in the loss's form."""
-    loss = check_loss(loss if loss is not None else default_loss(task))
-    U = _inputs("U", U)
-    Y = prepare_targets(loss, Y, U.shape[0])
-    if (U_val is None) != (Y_val is None):
-        raise ValueError("pass both U_val and Y_val (validation inputs and targets) or neither")
-    if U_val is not None:
-        U_val = _inputs("U_val", U_val)
-        if U_val.shape[1] != U.shape[1]:
-            raise ValueError(f"U_val has {U_val.shape[1]} columns but U has {U.shape[1]}")
-        Y_val = prepare_targets(loss, Y_val, U_val.shape[0])
-    return U, Y, loss, n_outputs(loss, Y), U_val, Y_val
-
-
-def _inputs(name: str, U) -> np.ndarray:
-    U = np.asarray(U, dtype=float)
-    if U.ndim != 2 or U.shape[0] == 0 or not np.all(np.isfinite(U)):
-        raise ValueError(f"{name} must be a finite (m, p) array with one row per sample, got shape {U.shape}")
-    return U
-
-
-def evaluate(model, U, Y, task, loss, penalties=(0.0, 0.0), *, X0=None, tol=1e-10, prefix="train"):
-    """Record of the TRUE equilibrium model on (U, Y): objective, loss, metrics, residual; and X."""
-    obj, X, info = true_objective(model, U, Y, loss, penalties, X0=X0, tol=tol)
-    Yhat = model.output(X, U)
-    rec = {f"{prefix}_objective": obj, f"{prefix}_loss": loss_value(loss, Yhat, Y)}
-    rec.update({f"{prefix}_{k}": v for k, v in metrics(task, Yhat, Y).items()})
-    rec[f"{prefix}_residual"] = info.residual
-    return rec, X
 
 
 def implicit_gradients(model, U, Y, loss, lam_l2=0.0, *, X0=None, tol=1e-10):

@@ -30,11 +30,13 @@ def random_model(
     include_D: bool = True,
     scale: float = 1.0,
     a_fraction: float = 0.5,
+    bias_scale: float = 1.0,
 ) -> ImplicitModel:
     """A random well-posed model: ‖A‖_∞ = a_fraction·κ, B, C ~ scale·N(0, 1)/√fan-in.
 
     A is a Gaussian matrix rescaled as a whole onto ‖A‖_∞ = a_fraction·κ (inside the κ-ball of
-    DESIGN §3); D is small (0.1·scale·N(0,1)/√p) when include_D, else zero; biases are zero.
+    DESIGN §3); D is small (0.1·scale·N(0,1)/√p) when include_D, else zero; b_x ~ bias_scale·N(0, 1)
+    spreads the ReLU kinks over the inputs (zero biases put them all at u = 0), b_y = 0.
     """
     for name, v in (("n_states", n_states), ("n_inputs", n_inputs), ("n_outputs", n_outputs)):
         if int(v) != v or v < 1:
@@ -49,7 +51,8 @@ def random_model(
     B = scale * rng.standard_normal((n, p)) / np.sqrt(p)
     C = scale * rng.standard_normal((q, n)) / np.sqrt(n)
     D = 0.1 * scale * rng.standard_normal((q, p)) / np.sqrt(p) if include_D else np.zeros((q, p))
-    return ImplicitModel(A, B, C, D, activation=activation, metadata={"kappa": kappa})
+    b_x = bias_scale * rng.standard_normal(n)
+    return ImplicitModel(A, B, C, D, b_x=b_x, activation=activation, metadata={"kappa": kappa})
 
 
 def _dense(M) -> np.ndarray:

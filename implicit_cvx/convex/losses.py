@@ -1,0 +1,385 @@
+"""Certified convex fits of the output layer (C, D, b_y) on fixed features F = [X, U] (DESIGN §6.3).
+
+    minimize_{W, b}  (1/m) Σ_i ℓ(W f_i + b, y_i) + Σ_j λ_j‖W_:j‖_1 + λ2‖W‖_F² + μ‖[W b] − [W0 b0]‖²
+    subject to       ‖W_i,g‖_1 ≤ r_g for every output row i and ball group g (e.g. ‖c_i‖_1 + ‖d_i‖_1 ≤ γ)
+
+Squared loss separates by rows: it goes to the one row engine (gram_stats + solve_rows).
+Cross-entropy and the Crammer–Singer hinge couple the rows and keep m: cross-entropy is solved
+natively by FISTA with adaptive restart, hinge by cvxpy + Clarabel. Both carry the same certificate:
+a Fenchel duality gap P(Θ) − D(Λ) with D(Λ) = −h*(Λ) − g*(−ΛᵀF̃), computed here from primal and
+dual values, never taken from a solver. The dual point is π_i = m·λ_i + e_{y_i} in the simplex of
+each sample (softmax probabilities for CE, the epigraph multipliers for hinge), balanced so the free
+bias has Σ_i λ_i = 0, then scaled into the domain of the ℓ1 parts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp, softmax, xlogy
+
+from ..wellposed import project_l1_ball_rows
+from .gram import GramStats, gram_stats
+from .rows import RowSpec, solve_rows
+
+OUTPUT_LOSSES = ("squared", "cross_entropy", "hinge")
+
+
+@dataclass
+class OutputFitInfo:
+    """Certified result of an output-layer fit: objective P, gap ≥ P − P*, status, iterations."""
+
+    objective: float
+    gap: float
+    status: str
+    iterations: int
+    solver: str = "native"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# ---- the regularizer g(Θ), Θ = [W b] (q, d+1) ---------------------------------------------------
+class _Regularizer:
+    """g(Θ) = Σ λ_j|W_ij| + λ2‖W‖² + μ‖Θ − Θ0‖² + ball indicators: value, prox, conjugate."""
+
+    def __init__(self, q: int, d: int, lam_l1, lam_l2: float, anchor, balls):
+        lam = np.asarray(lam_l1, dtype=float)
+        lam = np.full(d, float(lam)) if lam.ndim == 0 else lam
+        if lam.shape != (d,) or not np.all(np.isfinite(lam)) or np.any(lam < 0):
+            raise ValueError(f"lam_l1 must be ≥ 0, a scalar or shape ({d},), got {lam_l1!r}")
+        if not (np.isfinite(lam_l2) and lam_l2 >= 0):
+            raise ValueError(f"lam_l2 must be finite and ≥ 0, got {lam_l2}")
+        self.q, self.d = q, d
+        self.lam = np.append(lam, 0.0)  # the bias column is never penalized
+        self.mu, self.theta0 = 0.0, np.zeros((q, d + 1))
+        if anchor is not None:
+            self.theta0, self.mu = _check_anchor(anchor, q, d)
+        self.rho = np.append(np.full(d, lam_l2 + self.mu), self.mu)
+        self.lam_l2 = float(lam_l2)
+        self.balls = _check_balls(balls, d)
+        in_ball = np.zeros(d + 1, dtype=bool)
+        for idx, _ in self.balls:
+            in_ball[idx] = True
+        self.out = np.flatnonzero(~in_ball)
+        self.ball_rho = lam_l2 + self.mu
+
+    def value(self, theta: np.ndarray) -> float:
+        W = theta[:, :-1]
+        return float(
+            np.abs(W) @ self.lam[:-1] @ np.ones(self.q)
+            + self.lam_l2 * np.sum(W * W)
+            + self.mu * np.sum((theta - self.theta0) ** 2)
+        )
+
+    def prox(self, V: np.ndarray, step: float) -> np.ndarray:
+        """argmin_Θ ‖Θ − V‖²/(2·step) + g(Θ): fold the quadratics in, soft-threshold, project balls."""
+        t = 1.0 / (1.0 / step + 2.0 * self.rho)
+        Vp = t * (V / step + 2.0 * self.mu * self.theta0)
+        return self.project(np.sign(Vp) * np.maximum(np.abs(Vp) - t * self.lam, 0.0))
+
+    def project(self, theta: np.ndarray) -> np.ndarray:
+        """Θ with each ball part of each row projected onto its ℓ1 ball."""
+        theta = theta.copy()
+        for idx, r in self.balls:
+            theta[:, idx] = project_l1_ball_rows(theta[:, idx], r)
+        return theta
+
+    def certifiable(self) -> None:
+        """A finite dual bound needs every W coordinate outside a ball to be penalized."""
+        bad = [j for j in self.out[:-1] if self.lam[j] == 0 and self.rho[j] == 0]
+        if bad:
+            raise ValueError(
+                f"the output-layer fit has unpenalized, unconstrained coefficients (columns "
+                f"{bad[:10]}): without lam_l1 > 0, lam_l2 > 0, an anchor μ > 0 or a ball the problem "
+                f"may have no minimizer (separable data) and no certificate; add one of them"
+            )
+
+    def scale_limit(self, S: np.ndarray) -> float:
+        """Largest t ≤ 1 with tS in dom g*: |tS_ij| ≤ λ_j where ρ_j = 0 outside balls (bias excluded)."""
+        cols = [j for j in self.out[:-1] if self.rho[j] == 0]
+        if not cols:
+            return 1.0
+        a = np.abs(S[:, cols]).max(axis=0)
+        with np.errstate(divide="ignore"):
+            return float(min(1.0, np.min(np.where(a > 0, self.lam[cols] / a, np.inf))))
+
+    def conjugate(self, S: np.ndarray) -> float:
+        """g*(S) = sup_Θ ⟨S, Θ⟩ − g(Θ); balls by their Lagrangian ν (a valid upper bound)."""
+        Sp = S + 2.0 * self.mu * self.theta0
+        total = -self.mu * np.sum(self.theta0**2)
+        o = self.out[:-1]
+        excess = np.maximum(np.abs(Sp[:, o]) - self.lam[o], 0.0)
+        pos = self.rho[o] > 0
+        total += np.sum(excess[:, pos] ** 2 / (4.0 * self.rho[o][pos]))
+        if self.mu > 0:  # the bias; with μ = 0 the dual point is balanced (S_b = 0) instead
+            total += np.sum(Sp[:, -1] ** 2) / (4.0 * self.mu)
+        for idx, r in self.balls:
+            a = np.maximum(np.abs(Sp[:, idx]) - self.lam[idx], 0.0)
+            if self.ball_rho > 0:
+                # min_ν νr + Σ (a_j − ν)_+²/(4ρ): ν is the ℓ1-projection threshold of a at radius 2ρr
+                proj = project_l1_ball_rows(a, 2.0 * self.ball_rho * r)
+                nu = np.max(a - proj, axis=1)
+                total += np.sum(nu * r + np.sum(np.maximum(a - nu[:, None], 0) ** 2, axis=1)
+                                / (4.0 * self.ball_rho))
+            else:
+                total += r * np.sum(a.max(axis=1))
+        return float(total)
+
+
+def _check_anchor(anchor, q: int, d: int):
+    try:
+        W0, b0, mu = anchor
+    except (TypeError, ValueError):
+        raise ValueError("anchor must be a (W0 (q, d), b0 (q,), mu) triple") from None
+    W0, b0, mu = np.asarray(W0, dtype=float), np.asarray(b0, dtype=float), float(mu)
+    if W0.shape != (q, d) or b0.shape != (q,):
+        raise ValueError(f"anchor W0, b0 must have shapes ({q}, {d}), ({q},); got {W0.shape}, {b0.shape}")
+    if not (np.isfinite(mu) and mu >= 0):
+        raise ValueError(f"anchor μ must be finite and ≥ 0, got {mu}")
+    return np.column_stack([W0, b0]), mu
+
+
+def _check_balls(balls, d: int) -> list:
+    out, seen = [], np.zeros(d, dtype=bool)
+    for g, item in enumerate(balls or ()):
+        idx, r = item
+        idx, r = np.asarray(idx, dtype=int).ravel(), float(r)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= d or np.any(seen[idx]):
+            raise ValueError(f"ball {g}: indices must be non-empty, disjoint and in [0, {d}), got {idx[:10]}")
+        if not (np.isfinite(r) and r > 0):
+            raise ValueError(f"ball {g}: radius must be finite and > 0, got {r}")
+        seen[idx] = True
+        out.append((idx, r))
+    return out
+
+
+# ---- losses in dual form -----------------------------------------------------------------------
+def _loss_mean(loss: str, Yhat: np.ndarray, y: np.ndarray) -> float:
+    rows = np.arange(len(y))
+    if loss == "cross_entropy":
+        return float(np.mean(logsumexp(Yhat, axis=1) - Yhat[rows, y]))
+    M = 1.0 + Yhat - Yhat[rows, y][:, None]
+    M[rows, y] = 0.0
+    return float(np.mean(M.max(axis=1)))
+
+
+def _loss_conjugate(loss: str, Pi: np.ndarray, y: np.ndarray) -> float:
+    """h*(Λ) for π_i = mλ_i + e_{y_i} in the simplex: mean negative entropy (CE) or mean π_{i,y_i} − 1."""
+    if loss == "cross_entropy":
+        return float(np.sum(xlogy(Pi, Pi)) / len(y))
+    return float(np.mean(Pi[np.arange(len(y)), y] - 1.0))
+
+
+def _balance(Pi: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mix π toward a common distribution ν so that Σ_i π_i = class counts (Σλ_i = 0: free bias)."""
+    m, q = Pi.shape
+    counts = np.bincount(y, minlength=q).astype(float)
+    S = Pi.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = float(np.max(np.where(S > 0, 1.0 - counts / S, 0.0)))
+    if t <= 0:
+        return Pi
+    nu = np.maximum((counts - (1.0 - t) * S) / (t * m), 0.0)
+    return (1.0 - t) * Pi + t * (nu / nu.sum())
+
+
+def certify(loss: str, Ft: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: _Regularizer,
+            Pi: np.ndarray, target: float = 0.0) -> tuple[float, float]:
+    """(P(Θ), certified gap P(Θ) − max_t D(tΛ)) from a dual guess Π (m, q), rows in the simplex.
+
+    The scale t is searched (golden section) only while the gap exceeds `target`.
+    """
+    m = len(y)
+    primal = _loss_mean(loss, Ft @ theta.T, y) + reg.value(theta)
+    if reg.mu == 0:
+        Pi = _balance(Pi, y)
+    E = np.zeros_like(Pi)
+    E[np.arange(m), y] = 1.0
+    Lam = (Pi - E) / m
+    S = -Lam.T @ Ft
+
+    def dual(t: float) -> float:
+        return -_loss_conjugate(loss, t * Pi + (1 - t) * E, y) - reg.conjugate(t * S)
+
+    hi = reg.scale_limit(S)
+    best = max(dual(0.0), dual(hi))
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = 0.0, hi
+    for _ in range(30 if primal - best > target else 0):  # D(tΛ) concave in t: golden section
+        x1, x2 = b - ratio * (b - a), a + ratio * (b - a)
+        d1, d2 = dual(x1), dual(x2)
+        best = max(best, d1, d2)
+        a, b = (a, x2) if d1 >= d2 else (x1, b)
+    return primal, max(primal - best, 0.0)
+
+
+# ---- solvers -----------------------------------------------------------------------------------
+def _fista_ce(Ft, y, reg: _Regularizer, theta, tol, max_iter, check_every=25):
+    """FISTA with backtracking and gradient restart on mean softmax CE.
+
+    L = ½λ_max(F̃ᵀF̃/m) bounds the Hessian; the local L is lowered by 10% per step and doubled
+    while the sufficient-decrease test fails (never above the bound), since near a confident fit the
+    softmax curvature is far below ½.
+    """
+    m = len(y)
+    E = np.zeros((m, reg.q))
+    E[np.arange(m), y] = 1.0
+
+    def value_grad(th, grad=True):
+        Z = Ft @ th.T
+        Z -= Z.max(axis=1, keepdims=True)
+        expZ = np.exp(Z)
+        s = expZ.sum(axis=1)
+        val = float(np.mean(np.log(s) - Z[np.arange(m), y]))
+        return (val, ((expZ / s[:, None] - E) / m).T @ Ft) if grad else (val, None)
+
+    L_max = max(0.5 * np.linalg.eigvalsh(Ft.T @ Ft / m)[-1], 1e-300)
+    L = L_max
+    theta = reg.project(theta)
+    Yk, tk = theta.copy(), 1.0
+    it = 0
+    while True:
+        P = softmax(Ft @ theta.T, axis=1)
+        target = tol * max(1.0, abs(_loss_mean("cross_entropy", Ft @ theta.T, y) + reg.value(theta)))
+        primal, gap = certify("cross_entropy", Ft, y, theta, reg, P, target)
+        if gap <= tol * max(1.0, abs(primal)) or it >= max_iter:
+            return theta, primal, gap, it
+        for _ in range(min(check_every, max_iter - it)):
+            fY, gY = value_grad(Yk)
+            L = 0.9 * L
+            while True:
+                new = reg.prox(Yk - gY / L, 1.0 / L)
+                D = new - Yk
+                quad = fY + np.sum(gY * D) + 0.5 * L * np.sum(D * D)
+                if L >= L_max or value_grad(new, grad=False)[0] <= quad + 1e-15 * abs(fY):
+                    break
+                L = min(2.0 * L, L_max)
+            if np.sum((Yk - new) * (new - theta)) > 0:  # adaptive restart (O'Donoghue–Candès)
+                tk = 1.0
+            t1 = (1 + np.sqrt(1 + 4 * tk * tk)) / 2
+            Yk = new + ((tk - 1) / t1) * (new - theta)
+            theta, tk = new, t1
+            it += 1
+
+
+def output_layer_problem(F, y, loss: str, reg: _Regularizer):
+    """The fit as a cvxpy problem (DCP): returns (problem, Θ variable, hinge epigraph constraint)."""
+    import cvxpy as cp
+
+    m, d = F.shape
+    q = reg.q
+    W, b = cp.Variable((q, d)), cp.Variable(q)
+    Yhat = F @ W.T + np.ones((m, 1)) @ cp.reshape(b, (1, q), order="C")
+    E = np.zeros((m, q))
+    E[np.arange(m), y] = 1.0
+    cons, epi = [], None
+    if loss == "cross_entropy":
+        data = (cp.sum(cp.log_sum_exp(Yhat, axis=1)) - cp.sum(cp.multiply(E, Yhat))) / m
+    else:
+        t = cp.Variable(m)
+        true = cp.sum(cp.multiply(E, Yhat), axis=1)
+        margins = Yhat + (1.0 - E) - cp.reshape(true, (m, 1), order="C") @ np.ones((1, q))
+        epi = margins <= cp.reshape(t, (m, 1), order="C") @ np.ones((1, q))
+        cons.append(epi)
+        data = cp.sum(t) / m
+    theta = cp.hstack([W, cp.reshape(b, (q, 1), order="C")])
+    penalty = cp.sum(cp.abs(W) @ reg.lam[:-1]) + reg.lam_l2 * cp.sum_squares(W)
+    if reg.mu > 0:
+        penalty = penalty + reg.mu * cp.sum_squares(theta - reg.theta0)
+    for idx, r in reg.balls:
+        cons.append(cp.sum(cp.abs(W[:, idx]), axis=1) <= r)
+    return cp.Problem(cp.Minimize(data + penalty), cons), theta, epi
+
+
+def _cvxpy_fit(F, Ft, y, loss, reg, tol):
+    """Clarabel solve; the returned point is projected into the balls and certified by us."""
+    prob, theta, epi = output_layer_problem(F, y, loss, reg)
+    if not prob.is_dcp():
+        raise RuntimeError("output-layer problem failed the DCP check; this is a bug")
+    eps = max(1e-2 * tol, 1e-12)
+    prob.solve(solver="CLARABEL", tol_gap_abs=eps, tol_gap_rel=eps, tol_feas=eps, max_iter=500)
+    if theta.value is None:
+        raise RuntimeError(f"Clarabel returned no solution for the {loss} output fit (status {prob.status})")
+    Th = reg.project(np.array(theta.value))
+    if loss == "hinge":
+        Pi = np.maximum(np.asarray(epi.dual_value), 0.0)
+        Pi = Pi / np.maximum(Pi.sum(axis=1, keepdims=True), 1e-300)
+    else:
+        Pi = softmax(Ft @ Th.T, axis=1)
+    primal, gap = certify(loss, Ft, y, Th, reg, Pi)
+    iters = int(prob.solver_stats.num_iters or 0)
+    return Th, primal, gap, iters
+
+
+def _fit_squared(F, Y, reg: _Regularizer, tol, max_iter, warm, n_jobs, backend):
+    """Squared loss: one row problem per output on Gram statistics of [F, 1] (the row engine)."""
+    m, d = F.shape
+    stats = gram_stats(np.column_stack([F, np.ones(m)]), Y)
+    if reg.lam_l2:
+        mask = np.append(np.ones(d), 0.0)
+        stats = GramStats(stats.G + reg.lam_l2 * np.diag(mask), stats.H, stats.c, stats.m)
+    spec = RowSpec(penalty=reg.lam, free=[d], balls=reg.balls,
+                   anchor=reg.theta0 if reg.mu else None, mu=reg.mu)
+    sol = solve_rows(stats, spec, tol=tol, max_iter=max_iter, warm_start=warm, n_jobs=n_jobs,
+                     backend=backend)
+    status = "optimal" if all(s == "optimal" for s in sol.status) else "inaccurate"
+    return sol.W, float(np.sum(sol.objective)), float(np.sum(sol.gap)), status, int(np.max(sol.iterations))
+
+
+def fit_output_layer(F, Y, loss: str, *, lam_l1=0.0, lam_l2: float = 0.0, anchor=None, balls=(),
+                     tol: float = 1e-8, max_iter: int = 20000, warm_start=None, n_jobs: int = 1,
+                     backend: str = "serial"):
+    """Certified fit of W (q, d), b (q,) on features F (m, d): returns (W, b, OutputFitInfo).
+
+    Y is (m,) / (m, q) for "squared", labels 0..K−1 (q = K ≥ 2, or anchor's q) otherwise.
+    anchor = (W0, b0, μ) adds μ‖[W b] − [W0 b0]‖²; balls = [(column indices, radius)] bounds
+    ‖W_i,g‖_1 per output row; warm_start = (W, b). Status "optimal" iff gap ≤ tol·max(1, |P|).
+    """
+    start = time.perf_counter()
+    if loss not in OUTPUT_LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(OUTPUT_LOSSES)}")
+    F = np.asarray(F, dtype=float)
+    if F.ndim != 2 or not np.all(np.isfinite(F)):
+        raise ValueError(f"features F must be a finite (m, d) array, got shape {F.shape}")
+    m, d = F.shape
+    Y = np.asarray(Y)
+    if Y.shape[0] != m:
+        raise ValueError(f"targets have {Y.shape[0]} rows but F has {m} samples")
+    if loss == "squared":
+        Y = np.asarray(Y, dtype=float).reshape(m, -1)
+        q = Y.shape[1]
+    else:
+        if Y.ndim != 1 or not np.array_equal(Y.astype(int), Y) or Y.min() < 0:
+            raise ValueError(f"{loss} needs integer labels 0..K−1 of shape (m,), got shape {Y.shape}")
+        Y = Y.astype(int)
+        q = max(2, int(Y.max()) + 1) if anchor is None else np.shape(anchor[0])[0]
+        if Y.max() >= q:
+            raise ValueError(f"labels go up to {Y.max()} but the anchor has only {q} outputs")
+    reg = _Regularizer(q, d, lam_l1, lam_l2, anchor, balls)
+    theta = np.zeros((q, d + 1))
+    if warm_start is not None:
+        theta = np.column_stack([np.asarray(warm_start[0], float), np.asarray(warm_start[1], float)])
+        if theta.shape != (q, d + 1):
+            raise ValueError(f"warm_start (W, b) must have shapes ({q}, {d}), ({q},)")
+    solver = "native"
+    if loss == "squared":
+        theta, primal, gap, status, iters = _fit_squared(
+            F, Y, reg, tol, max_iter, theta if warm_start is not None else None, n_jobs, backend)
+    else:
+        reg.certifiable()
+        Ft = np.column_stack([F, np.ones(m)])
+        if loss == "cross_entropy":
+            theta, primal, gap, iters = _fista_ce(Ft, Y, reg, theta, tol, max_iter)
+        else:
+            solver = "clarabel"
+            theta, primal, gap, iters = _cvxpy_fit(F, Ft, Y, loss, reg, tol)
+        status = "optimal" if gap <= tol * max(1.0, abs(primal)) else "inaccurate"
+    info = OutputFitInfo(primal, gap, status, iters, solver, time.perf_counter() - start)
+    return theta[:, :-1], theta[:, -1], info
+
+
+__all__ = ["OutputFitInfo", "fit_output_layer", "output_layer_problem", "certify"]

@@ -1,0 +1,155 @@
+"""Method `adjoint` (DESIGN §6.2 a): monotone true objective, certified steps, feasible final model,
+and the (A, B) step against an independent cvxpy + Clarabel solve of the same row problem."""
+
+import numpy as np
+import pytest
+
+from implicit_cvx.equilibrium import equilibrium_residual
+from implicit_cvx.train.adjoint import StateStep, fit_adjoint
+from implicit_cvx.train.init import random_model
+from implicit_cvx.train.objective import metrics
+from implicit_cvx.train.runlog import RunLog
+
+
+def _regression(seed=0, m=40):
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(-2, 2, (m, 2))
+    y = np.sin(2 * U[:, 0]) + 0.5 * U[:, 1] ** 2 + 0.05 * rng.standard_normal(m)
+    return U, y
+
+
+def _init(n, p, q, seed, kappa=0.5, include_D=True):
+    model = random_model(n, p, q, kappa, seed, include_D=include_D)
+    return model.with_weights(b_x=np.random.default_rng(seed).standard_normal(n))
+
+
+def _check_run(res, U, kappa):
+    objs = [r["objective"] for r in res.history]
+    assert all(b <= a for a, b in zip(objs, objs[1:], strict=False))
+    for r in res.history:  # "optimal" = every certified gap within its relative tolerance
+        assert r["status_AB"] == "optimal" and r["status_CD"] == "optimal"
+        assert r["max_gap_AB"] <= 1e-6 and r["max_gap_CD"] <= 1e-6
+    model = res.model
+    assert np.abs(model.A).sum(axis=1).max() <= kappa * (1 + 1e-12)
+    assert equilibrium_residual(model, U, model.equilibrium(U, tol=1e-12)) <= 1e-8
+    assert model.metadata["method"] == "adjoint" and model.metadata["kappa"] == kappa
+
+
+@pytest.mark.parametrize("penalties", [dict(), dict(lam_l1=1e-3, lam_l2=1e-3)])
+def test_regression_objective_never_increases_and_steps_are_certified(penalties):
+    U, y = _regression()
+    res = fit_adjoint(U, y, task="regression", n_states=8, kappa=0.5, max_outer=6,
+                      init=_init(8, 2, 1, 0), **penalties)
+    _check_run(res, U, 0.5)
+    assert res.history[-1]["objective"] < 0.5 * res.history[0]["objective"] or len(res.history) < 6
+    s = res.summary
+    assert {"train_loss", "outer_iterations", "max_duality_gap", "train_rmse"} <= set(s)
+    assert s["outer_iterations"] == len(res.history)
+
+
+def _row_problem_reference(step, eta, lam_l1, lam_l2):
+    """The same (A, B, b_x) row problems, stated independently in cvxpy and solved by Clarabel."""
+    import cvxpy as cp
+
+    n, m = step.n, step.m
+    d = step.Wk.shape[1]
+    W = cp.Variable((n, d))
+    Zt = step.Z - eta * m * step.V
+    fit = cp.sum_squares(Zt - step.R @ W.T) / m
+    AB = W[:, :-1]
+    obj = fit + 2 * eta * (lam_l1 * cp.sum(cp.abs(AB)) + lam_l2 * cp.sum_squares(AB))
+    obj = obj + step.mu * cp.sum_squares(W - step.Wk)
+    prob = cp.Problem(cp.Minimize(obj), [cp.sum(cp.abs(W[:, :n]), axis=1) <= step.kappa])
+    assert prob.is_dcp()
+    prob.solve(solver="CLARABEL", tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+    return W.value, prob.value
+
+
+@pytest.mark.parametrize("lam_l1, lam_l2", [(0.0, 0.0), (0.02, 0.01)])
+def test_state_step_equals_independent_clarabel_solve(lam_l1, lam_l2):
+    rng = np.random.default_rng(1)
+    n, p, m = 4, 3, 25
+    model = _init(n, p, 2, 1, kappa=0.6)
+    U = rng.standard_normal((m, p))
+    X = model.equilibrium(U, tol=1e-13)
+    V = 0.3 * rng.standard_normal((m, n)) / m
+    step = StateStep(model, X, U, V, kappa=0.6, lam_l1=lam_l1, lam_l2=lam_l2, anchor_mu=1e-2)
+    assert np.allclose(step.R, np.column_stack([X, U, np.ones(m)]))
+    sol = step.solve(2.0, tol=1e-11, n_jobs=1, backend="serial")
+    W_ref, val_ref = _row_problem_reference(step, 2.0, lam_l1, lam_l2)
+    assert np.abs(sol.W - W_ref).max() <= 1e-5
+    assert abs(np.sum(sol.objective) - val_ref) <= 1e-7 * max(1.0, abs(val_ref))
+    # the new A must press on the ball somewhere for the test to exercise the constraint
+    assert np.abs(sol.W[:, :n]).sum(axis=1).max() >= 0.6 * (1 - 1e-6)
+
+
+def test_tiny_step_returns_current_weights_even_with_l1():
+    rng = np.random.default_rng(2)
+    n, p, m = 5, 3, 30
+    model = _init(n, p, 2, 2)
+    U = rng.standard_normal((m, p))
+    X = model.equilibrium(U, tol=1e-13)
+    V = rng.standard_normal((m, n)) / m
+    step = StateStep(model, X, U, V, kappa=0.5, lam_l1=0.5, lam_l2=0.5, anchor_mu=1e-3)
+    sol = step.solve(1e-12, tol=1e-12, n_jobs=1, backend="serial")
+    assert np.abs(sol.W - step.Wk).max() <= 1e-8
+
+
+def test_digits_subset_classification():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    U, y = d.data / 16.0, d.target
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))
+    tr, te = idx[:300], idx[300:800]
+    res = fit_adjoint(U[tr], y[tr], task="classification", n_states=16, include_D=False,
+                      kappa=0.95, max_outer=4, lam_l2=1e-3,
+                      init=_init(16, 64, 10, 0, 0.95, include_D=False))
+    _check_run(res, U[tr], 0.95)
+    acc = metrics("classification", res.model.predict(U[te]), y[te])["accuracy"]
+    assert acc >= 0.85
+    assert res.model.metadata["classes"] == list(range(10))
+    assert np.all(res.model.D == 0)
+
+
+def test_hinge_loop_is_monotone_and_certified():
+    rng = np.random.default_rng(3)
+    U = rng.standard_normal((30, 3))
+    y = (U[:, 0] * U[:, 1] > 0).astype(int)
+    res = fit_adjoint(U, y, task="classification", loss="hinge", n_states=6, kappa=0.8,
+                      lam_l2=1e-3, max_outer=3, init=_init(6, 3, 2, 3, 0.8))
+    _check_run(res, U, 0.8)
+    assert res.history[-1]["objective"] < res.history[0]["objective"]
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    U, y = _regression(seed=4)
+    kw = dict(task="regression", n_states=6, kappa=0.5, min_rel_decrease=0.0, init=_init(6, 2, 1, 4))
+    full = fit_adjoint(U, y, max_outer=4, **kw)
+    assert len(full.history) == 4
+    fit_adjoint(U, y, max_outer=2, run=RunLog(tmp_path), **kw)
+    resumed = fit_adjoint(U, y, max_outer=4, run=RunLog(tmp_path, resume=True), **kw)
+    assert [r["iteration"] for r in resumed.history] == [0, 1, 2, 3]
+    assert np.isclose(resumed.history[-1]["objective"], full.history[-1]["objective"], rtol=1e-6)
+
+
+def test_early_stopping_returns_the_best_validation_model():
+    U, y = _regression(seed=5, m=60)
+    res = fit_adjoint(U[:40], y[:40], task="regression", n_states=10, kappa=0.5, max_outer=8,
+                      U_val=U[40:], Y_val=y[40:], early_stopping=True, patience=2,
+                      min_rel_decrease=0.0, init=_init(10, 2, 1, 5))
+    val = [r["val_loss"] for r in res.history]
+    best = int(np.argmin(val))
+    assert len(val) == 8 or len(val) - 1 - best == 2  # stopped after `patience` bad iterations
+    pred = res.model.predict(U[40:])[:, 0]
+    # the returned model is the best one, then refit (C, D) on the training set only
+    assert np.mean((pred - y[40:]) ** 2) <= 1.5 * val[best]
+
+
+@pytest.mark.parametrize("bad, match", [(dict(anchor_mu=0.0), "anchor_mu"), (dict(eta=-1.0), "eta"),
+                                        (dict(kappa=1.5), "kappa"), (dict(lam_l1=-1.0), "penalties")])
+def test_bad_arguments_are_named(bad, match):
+    U, y = _regression(m=10)
+    with pytest.raises(ValueError, match=match):
+        fit_adjoint(U, y, task="regression", n_states=3, **bad)
