@@ -1,0 +1,200 @@
+"""Attacks that check the certificates (DESIGN §7, paper §4 / Table 1).
+
+- sensitivity attack: rank inputs by the column sums of S (one ranking for all samples);
+- gradient-saliency attack: rank inputs per sample by |∇_u L| (cross-entropy, implicit gradient);
+  both set the top k = max(1, round(fraction·p)) inputs to values drawn uniformly from the domain;
+- PGD in ℓ∞ with the implicit gradient ∇_u (cross-entropy or margin loss).
+Success rate = share of correctly classified samples (ŷ_y > ŷ_j for all j ≠ y; a tie is an error)
+whose predicted class changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bounds import sensitivity_matrix
+from .certify import check_labels, input_box
+
+__all__ = ["AttackResult", "attack_k", "gradient_attack", "pgd_attack", "sensitivity_attack"]
+
+EQ_TOL = 1e-10
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one attack on m samples.
+
+    correct: clean-correct samples (the ones attacked); changed: correct samples whose predicted
+    class changed; success_rate = changed.sum() / correct.sum() (nan when no sample is correct).
+    indices: the perturbed inputs, (k,) for the sensitivity attack, (m, k) for the gradient one.
+    adversarial_margins: ŷ_y − max_{j≠y} ŷ_j at U_adv.
+    """
+
+    kind: str
+    fraction: float | None
+    k: int | None
+    eps: float | None
+    success_rate: float
+    samples: int
+    n_correct: int
+    correct: np.ndarray
+    changed: np.ndarray
+    predictions: np.ndarray
+    adversarial_predictions: np.ndarray
+    adversarial_margins: np.ndarray
+    U_adv: np.ndarray
+    indices: np.ndarray | None = None
+
+
+def attack_k(fraction, p: int) -> int:
+    """k = max(1, round(fraction·p)) (halves round up); fraction must lie in (0, 1]."""
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}") from None
+    if not 0.0 < f <= 1.0:
+        raise ValueError(
+            f"fraction must be in (0, 1] (the share of inputs perturbed; 0.1 is 10%), got {fraction!r}"
+        )
+    return int(min(p, max(1, np.floor(f * p + 0.5))))
+
+
+def _check_domain(domain) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain must be a pair (lo, hi) of numbers, got {domain!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"domain must be finite with lo < hi (values are drawn from it), got {domain!r}")
+    return lo, hi
+
+
+def _prepare(model, U, y):
+    U = model.check_inputs(U)
+    return U, check_labels(y, U.shape[0], model.n_outputs)
+
+
+def _margins(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ŷ_y − max_{j≠y} ŷ_j per sample."""
+    rows = np.arange(y.size)
+    other = logits.copy()
+    other[rows, y] = -np.inf
+    return logits[rows, y] - other.max(axis=1, initial=-np.inf)
+
+
+def _result(model, kind, U, y, U_adv, logits, *, fraction=None, k=None, eps=None, indices=None, adv_logits=None):
+    """Assemble an AttackResult from clean logits and the adversarial inputs."""
+    if adv_logits is None:
+        adv_logits = model.predict(U_adv, tol=EQ_TOL, raise_on_failure=False)
+    correct = _margins(logits, y) > 0
+    pred, adv = logits.argmax(axis=1), adv_logits.argmax(axis=1)
+    changed = correct & (adv != pred)
+    n_correct = int(correct.sum())
+    return AttackResult(
+        kind=kind, fraction=fraction, k=k, eps=eps,
+        success_rate=float(changed.sum() / n_correct) if n_correct else float("nan"),
+        samples=int(U.shape[0]), n_correct=n_correct, correct=correct, changed=changed,
+        predictions=pred, adversarial_predictions=adv, adversarial_margins=_margins(adv_logits, y),
+        U_adv=U_adv, indices=indices,
+    )
+
+
+def _replace_top(U, indices, domain, rng):
+    """U with the inputs `indices` ((k,) shared or (m, k) per sample) set to uniform draws."""
+    lo, hi = domain
+    U_adv = U.copy()
+    m = U.shape[0]
+    k = indices.shape[-1]
+    rows = np.arange(m)[:, None]
+    cols = np.broadcast_to(indices, (m, k))
+    U_adv[rows, cols] = rng.uniform(lo, hi, size=(m, k))
+    return U_adv
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores along the last axis (ties: lower index first)."""
+    return np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+
+
+def sensitivity_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> AttackResult:
+    """Perturb the k inputs with the largest column sums of S = |C|(I − |A|)⁻¹|B| + |D| (Thm 4.3),
+    the same k for every sample, to uniform values from the domain."""
+    U, y = _prepare(model, U, y)
+    k = attack_k(fraction, model.n_inputs)
+    domain, rng = _check_domain(domain), np.random.default_rng(rng)
+    indices = _top_k(sensitivity_matrix(model).sum(axis=0), k)
+    logits = model.predict(U, tol=EQ_TOL, raise_on_failure=False)
+    U_adv = _replace_top(U, indices, domain, rng)
+    return _result(model, "sensitivity", U, y, U_adv, logits, fraction=float(fraction), k=k, indices=indices)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _loss_output_gradient(logits, y, loss: str) -> np.ndarray:
+    """∂L/∂ŷ per sample: cross-entropy softmax(ŷ) − e_y, or margin max_{j≠y} ŷ_j − ŷ_y."""
+    rows = np.arange(y.size)
+    if loss == "ce":
+        G = _softmax(logits)
+        G[rows, y] -= 1.0
+        return G
+    other = logits.copy()
+    other[rows, y] = -np.inf
+    G = np.zeros_like(logits)
+    G[rows, other.argmax(axis=1)] = 1.0
+    G[rows, y] -= 1.0
+    return G
+
+
+def _input_gradient(model, U, y, loss: str):
+    """(∇_u L (m, p), logits) by implicit differentiation at the equilibrium (DESIGN §5)."""
+    from ..gradients import loss_gradients
+
+    X = model.equilibrium(U, tol=EQ_TOL, raise_on_failure=False)
+    logits = model.output(X, U)
+    return loss_gradients(model, U, X, _loss_output_gradient(logits, y, loss))["U"], logits
+
+
+def gradient_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> AttackResult:
+    """Perturb, per sample, the k inputs with the largest |∇_u L| (cross-entropy) to uniform
+    values from the domain (gradient-saliency attack)."""
+    U, y = _prepare(model, U, y)
+    k = attack_k(fraction, model.n_inputs)
+    domain, rng = _check_domain(domain), np.random.default_rng(rng)
+    grad, logits = _input_gradient(model, U, y, "ce")
+    indices = _top_k(np.abs(grad), k)
+    U_adv = _replace_top(U, indices, domain, rng)
+    return _result(model, "gradient", U, y, U_adv, logits, fraction=float(fraction), k=k, indices=indices)
+
+
+def pgd_attack(model, U, y, eps, steps: int = 40, step_size=None, domain=None, rng=None,
+               loss: str = "ce", random_start: bool = True) -> AttackResult:
+    """ℓ∞ projected gradient ascent of the loss ("ce" or "margin") within the ε-box (clipped to
+    the domain); U_adv holds, per sample, the iterate with the smallest margin seen.
+    step_size defaults to 2.5·ε/steps."""
+    U, y = _prepare(model, U, y)
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"pgd loss must be 'ce' or 'margin', got {loss!r}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    lo, hi = input_box(U, eps, None if domain is None else _check_domain(domain))
+    eps = float(eps)
+    alpha = 2.5 * eps / steps if step_size is None else float(step_size)
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"step_size must be a finite number ≥ 0, got {step_size!r}")
+    rng = np.random.default_rng(rng)
+    logits = model.predict(U, tol=EQ_TOL, raise_on_failure=False)
+    best, best_logits, best_margin = U.copy(), logits.copy(), _margins(logits, y)
+    V = rng.uniform(lo, hi) if random_start else U.copy()
+    for step in range(int(steps) + 1):
+        grad, cur = _input_gradient(model, V, y, loss)
+        margin = _margins(cur, y)
+        better = margin < best_margin
+        best[better], best_logits[better], best_margin[better] = V[better], cur[better], margin[better]
+        if step < steps:
+            V = np.clip(V + alpha * np.sign(grad), lo, hi)
+    return _result(model, "pgd", U, y, best, logits, eps=eps, adv_logits=best_logits)
