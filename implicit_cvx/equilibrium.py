@@ -1,0 +1,480 @@
+"""Equilibrium states X = φ(XAᵀ + UBᵀ + b_x): Picard, Anderson and structure-aware solvers.
+
+Picard converges when λ_pf(|A|) < 1 (Thm 2.2; ‖A‖_∞ < 1 suffices). The structured solver
+sweeps the strongly connected components of A in topological order (Thm 2.8/2.9): acyclic
+levels are one matrix product each, only cyclic components are iterated. Solvers are plain
+functions `solver(A, K, phi, X0, tol, max_iter) -> (X, EquilibriumInfo)` with K = UBᵀ + b_x,
+registered by name in `SOLVERS`. Samples are rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .structure import BlockStructure, block_structure
+from .wellposed import inf_norm, wellposedness_report
+
+ANDERSON_MEMORY = 5
+# Anderson is chosen over Picard when ‖A_block‖_∞ reaches this (Picard's worst-case rate).
+ANDERSON_FROM_RATE = 0.8
+ANDERSON_FROM_RATE_SPARSE = 0.95
+# Anderson mixing coefficients with ‖γ‖_1 above this are treated as an ill-conditioned step.
+_GAMMA_MAX = 1e4
+_RIDGE = 1e-12  # Tikhonov term of the Anderson least squares, relative to the largest Gram entry
+# A row whose max residual grows by more than this factor in one step restarts its history.
+_RESTART_FACTOR = 2.0
+_CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
+
+
+@dataclass
+class EquilibriumInfo:
+    """Status of one equilibrium solve; `residual` is max |X − φ(XAᵀ + UBᵀ + b_x)|."""
+
+    solver: str
+    iterations: int = 0
+    residual: float = float("inf")
+    converged: bool = False
+    residual_trace: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EquilibriumError(RuntimeError):
+    """A solver stopped before the tolerance; `.info` holds its EquilibriumInfo and trace."""
+
+    def __init__(self, info: EquilibriumInfo, tol: float):
+        self.info = info
+        super().__init__(
+            f"equilibrium solver {info.solver!r} did not converge: residual {info.residual:.3e} "
+            f"after {info.iterations} iterations, tolerance {tol:.1e}. Raise max_iter, use "
+            "method='anderson', or train/project A to a smaller kappa (‖A‖_∞ ≤ κ < 1) for "
+            "faster contraction; raise_on_failure=False returns the last iterate instead"
+        )
+
+
+class IllPosedError(ValueError):
+    """No sufficient well-posedness condition holds for A (DESIGN §3)."""
+
+
+# ---- small numerical helpers ----------------------------------------------------------------
+def times_transpose(X: np.ndarray, M) -> np.ndarray:
+    """X Mᵀ for a dense or scipy.sparse M (samples as rows of X)."""
+    if sp.issparse(M):
+        return np.asarray((M @ X.T).T)
+    return X @ M.T
+
+
+def _index(idx: np.ndarray):
+    """A contiguous sorted index array as a slice (views, no copies), else the array itself."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def sub_block(M, rows, cols):
+    """M[rows, cols] for dense or sparse M, with rows/cols slices or index arrays."""
+    return M[rows, :][:, cols]
+
+
+def input_term(model, U: np.ndarray) -> np.ndarray:
+    """K = UBᵀ + b_x (m, n), skipping the rows of a dense B that are zero (e.g. deep layers)."""
+    B = model.B
+    if sp.issparse(B):
+        return times_transpose(U, B) + model.b_x
+    used = np.flatnonzero(np.any(B != 0, axis=1))
+    if used.size == B.shape[0]:
+        return U @ B.T + model.b_x
+    K = np.empty((U.shape[0], B.shape[0]))
+    K[:] = model.b_x
+    rows = _index(used)
+    K[:, rows] += U @ B[rows].T
+    return K
+
+
+def equilibrium_residual(model, U, X) -> float:
+    """max |X − φ(XAᵀ + UBᵀ + b_x)| over all samples and states."""
+    U = model.check_inputs(U)
+    X = np.asarray(X, dtype=float)
+    if X.shape != (U.shape[0], model.n_states):
+        raise ValueError(f"states X have shape {X.shape}, expected {(U.shape[0], model.n_states)}")
+    R = X - model.activation.value(times_transpose(X, model.A) + input_term(model, U))
+    return float(np.abs(R).max(initial=0.0))
+
+
+# ---- fixed-point kernels on a map g(X_rows, rows) ----------------------------------------------
+class KernelRun(NamedTuple):
+    X: np.ndarray
+    trace: list
+    converged: bool
+    iterations: int
+    residual: float
+
+
+def _rows(active: np.ndarray):
+    return _index(active) if active.size else active
+
+
+def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
+    """Shared loop of the fixed-point kernels: evaluate g on the unconverged rows, freeze rows
+    whose max residual is ≤ tol, let `step` propose the next iterate.
+
+    Every returned row is a point whose residual was evaluated, so `residual` is exact. Frozen
+    rows leave the work arrays once ≥ 5% of the active rows are done.
+    """
+    X = np.array(X0, dtype=float)
+    active = np.arange(X.shape[0])
+    Xa, trace, state, frozen = X, [], {}, 0.0
+    for it in range(max_iter):
+        Ga = g(Xa, _rows(active))
+        F = Ga - Xa
+        r = np.abs(F).max(axis=1, initial=0.0)
+        trace.append(float(r.max(initial=0.0)))
+        done = r <= tol
+        if done.all() or it == max_iter - 1:
+            X[active] = Xa
+            return KernelRun(X, trace, bool(done.all()), it + 1, max(frozen, trace[-1]))
+        if 20 * done.sum() >= active.size:
+            X[active[done]] = Xa[done]
+            frozen = max(frozen, float(r[done].max()))
+            keep = ~done
+            active, Xa, Ga, F, r = active[keep], Xa[keep], Ga[keep], F[keep], r[keep]
+            state = {k: v[keep] for k, v in state.items()}
+        Xa = step(Xa, Ga, F, r, state)
+    raise AssertionError("unreachable: max_iter ≥ 1 is validated")
+
+
+def _picard_step(Xa, Ga, F, r, state):
+    return Ga
+
+
+def _anderson_step(memory: int):
+    """Per-sample Anderson (type II) step with memory `memory`: each row solves its own small
+    least squares min ‖F − ΔF γ‖ (samples are independent fixed-point problems).
+
+    Safeguards, per row: a ridge-regularised Gram matrix; a non-finite or huge γ (‖γ‖_1 > 1e4:
+    an ill-conditioned least squares) is replaced by a plain Picard step; a max residual more
+    than _RESTART_FACTOR times the previous one clears the row's history (next step: Picard).
+    """
+
+    def step(Xa, Ga, F, r, s):
+        m, n = F.shape
+        if not s:
+            s.update(
+                dF=np.zeros((m, memory, n)), dG=np.zeros((m, memory, n)),
+                H=np.zeros((m, memory, memory)), F=F, G=Ga, r=r, slot=np.zeros(m, dtype=int),
+            )
+            return Ga
+        dF, dG, H = s["dF"], s["dG"], s["H"]
+        j = int(s["slot"][0]) % memory
+        dF[:, j] = F - s["F"]
+        dG[:, j] = Ga - s["G"]
+        col = np.einsum("mkn,mn->mk", dF, dF[:, j])
+        H[:, j, :] = col
+        H[:, :, j] = col
+        worse = r > _RESTART_FACTOR * s["r"]
+        if worse.any():
+            dF[worse] = 0.0
+            dG[worse] = 0.0
+            H[worse] = 0.0
+        s["slot"] += 1
+        s["F"], s["G"], s["r"] = F, Ga, r
+        rhs = np.einsum("mkn,mn->mk", dF, F)
+        scale = np.einsum("mkk->mk", H).max(axis=1)
+        ridge = (_RIDGE * scale + np.finfo(float).tiny)[:, None, None] * np.eye(memory)
+        with np.errstate(all="ignore"):
+            gamma = spd_solve(H + ridge, rhs)
+        bad = ~np.all(np.isfinite(gamma), axis=1) | (np.abs(gamma).sum(axis=1) > _GAMMA_MAX)
+        gamma[bad] = 0.0
+        return Ga - np.einsum("mk,mkn->mn", gamma, dG)
+
+    return step
+
+
+def spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve H_s x_s = b_s for a stack (m, k, k) of small SPD matrices: a Cholesky factorisation
+    vectorised over the stack (k² numpy steps; much faster than a batched LAPACK call for k ≈ 5).
+    A non-positive pivot gives non-finite entries, which the caller rejects."""
+    m, k, _ = H.shape
+    L = np.zeros_like(H)
+    for j in range(k):
+        L[:, j, j] = np.sqrt(H[:, j, j] - np.einsum("mi,mi->m", L[:, j, :j], L[:, j, :j]))
+        for i in range(j + 1, k):
+            dot = np.einsum("mi,mi->m", L[:, i, :j], L[:, j, :j])
+            L[:, i, j] = (H[:, i, j] - dot) / L[:, j, j]
+    y = np.empty((m, k))
+    for i in range(k):
+        y[:, i] = (b[:, i] - np.einsum("mi,mi->m", L[:, i, :i], y[:, :i])) / L[:, i, i]
+    x = np.empty((m, k))
+    for i in reversed(range(k)):
+        x[:, i] = (y[:, i] - np.einsum("mi,mi->m", L[:, i + 1 :, i], x[:, i + 1 :])) / L[:, i, i]
+    return x
+
+
+def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -> KernelRun:
+    """Fixed-point iteration X = g(X) by "picard" or "anderson"; g(X_rows, rows) evaluates the
+    map on some rows. Anderson runs in row chunks that keep its history within budget (rows
+    are independent problems), reporting the most iterations and the worst residual."""
+    if kind == "picard":
+        return _iterate(g, X0, tol, max_iter, _picard_step)
+    m, n = X0.shape
+    chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 4))))
+    if m <= chunk:
+        return _iterate(g, X0, tol, max_iter, _anderson_step(memory))
+    X = np.empty(X0.shape)
+    runs = []
+    for a in range(0, m, chunk):
+        b = min(a + chunk, m)
+
+        def g_chunk(Xr, rows, a=a):
+            return g(Xr, _shift(rows, a))
+
+        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, _anderson_step(memory)))
+        X[a:b] = runs[-1].X
+    length = max(run.iterations for run in runs)
+    trace = [max(run.trace[min(i, run.iterations - 1)] for run in runs) for i in range(length)]
+    return KernelRun(
+        X, trace, all(run.converged for run in runs), length, max(run.residual for run in runs)
+    )
+
+
+def _shift(rows, offset: int):
+    if isinstance(rows, slice):
+        return slice(rows.start + offset, rows.stop + offset)
+    return rows + offset
+
+
+def choose_kernel(A) -> str:
+    """Picard when ‖A‖_∞ (its worst-case rate) is below ANDERSON_FROM_RATE (dense A) or
+    ANDERSON_FROM_RATE_SPARSE (sparse A: a product is cheap next to Anderson's O(memory·m·n)
+    step); else Anderson."""
+    threshold = ANDERSON_FROM_RATE_SPARSE if sp.issparse(A) else ANDERSON_FROM_RATE
+    return "picard" if inf_norm(A) < threshold else "anderson"
+
+
+def _affine_map(A, K, phi):
+    """g(X, rows) = φ(XAᵀ + K[rows]): the equilibrium map restricted to some samples."""
+    return lambda X, rows: phi(times_transpose(X, A) + K[rows])
+
+
+def _start(X0, K):
+    return np.zeros_like(K) if X0 is None else X0
+
+
+# ---- solvers ------------------------------------------------------------------------------
+def _kernel_solver(kind: str):
+    def solver(A, K, phi, X0, tol, max_iter):
+        run = run_kernel(kind, _affine_map(A, K, phi), _start(X0, K), tol, max_iter)
+        return run.X, EquilibriumInfo(kind, run.iterations, run.residual, run.converged, run.trace)
+
+    solver.__name__ = kind
+    solver.__doc__ = (
+        f"{kind.capitalize()} iteration X ← φ(XAᵀ + K) over the whole batch (rows converge and "
+        "freeze independently); convergence on the max abs residual."
+    )
+    return solver
+
+
+picard = _kernel_solver("picard")
+anderson = _kernel_solver("anderson")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """States solved together in the structured sweep, with the earlier states they read
+    (`deps`) and the later states that read them (`users`, for the adjoint sweep)."""
+
+    states: object  # slice or index array
+    deps: object | None
+    users: object | None
+    phi: object
+    cyclic: bool
+
+
+def _pattern_digest(A) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(A.shape).encode())
+    if sp.issparse(A):
+        A = A.tocsr()
+        h.update(A.indptr.tobytes())
+        h.update(A.indices.tobytes())
+        h.update(np.packbits(A.data != 0).tobytes())
+    else:
+        h.update(np.packbits(np.asarray(A) != 0).tobytes())
+    return h.digest()
+
+
+_PLANS: OrderedDict = OrderedDict()
+_PLANS_MAX = 32
+
+
+def sweep_plan(A, activation) -> tuple[BlockStructure, tuple[_Step, ...]]:
+    """The block structure of A and its sweep steps in topological order, cached by A's
+    sparsity pattern and the activation map (weights may change; the pattern rarely does)."""
+    key = (_pattern_digest(A), activation)
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        return _PLANS[key]
+    structure = block_structure(A)
+    P = sp.csr_matrix(A != 0) if not sp.issparse(A) else (A != 0).tocsr()
+    PT = P.T.tocsr()
+    steps = []
+    for level in structure.levels:
+        acyclic = [structure.components[k] for k in level if not structure.cyclic[k]]
+        groups = [(np.sort(np.concatenate(acyclic)), False)] if acyclic else []
+        groups += [(structure.components[k], True) for k in level if structure.cyclic[k]]
+        for idx, cyclic in groups:
+            deps = np.setdiff1d(P[idx].indices, idx)
+            users = np.setdiff1d(PT[idx].indices, idx)
+            steps.append(_Step(
+                _index(idx),
+                _index(deps) if deps.size else None,
+                _index(users) if users.size else None,
+                activation.subset(idx),
+                cyclic,
+            ))
+    plan = (structure, tuple(steps))
+    _PLANS[key] = plan
+    if len(_PLANS) > _PLANS_MAX:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def structured(A, K, phi, X0, tol, max_iter):
+    """One sweep over A's components in topological order (Thm 2.8/2.9): each acyclic level is
+    one matrix product on the states it reads; each cyclic component is iterated alone
+    (Picard or Anderson by `choose_kernel` on its diagonal block) with earlier states fixed.
+
+    Exact in one pass for feed-forward A. `iterations` counts the sweep plus the inner
+    iterations; the trace concatenates the inner traces; the residual is the largest final
+    residual of the cyclic blocks (acyclic states are exact by construction).
+    """
+    _, steps = sweep_plan(A, phi)
+    X = np.zeros_like(K) if X0 is None else np.array(X0, dtype=float)
+    iterations, trace, residual, converged = 1, [], 0.0, True
+    for st in steps:
+        Ks = K[:, st.states]
+        if st.deps is not None:
+            Ks = Ks + times_transpose(X[:, st.deps], sub_block(A, st.states, st.deps))
+        if not st.cyclic:
+            X[:, st.states] = st.phi(Ks)
+            continue
+        block = sub_block(A, st.states, st.states)
+        run = run_kernel(
+            choose_kernel(block), _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter
+        )
+        X[:, st.states] = run.X
+        iterations += run.iterations
+        trace += run.trace
+        residual = max(residual, run.residual)
+        converged &= run.converged
+    return X, EquilibriumInfo("structured", iterations, residual, converged, trace or [residual])
+
+
+SOLVERS = {"picard": picard, "anderson": anderson, "structured": structured}
+
+
+def choose_method(A, structure: BlockStructure) -> str:
+    """The "auto" rule: "structured" unless A is one single cyclic block (then the sweep has
+    nothing to exploit); for one block, `choose_kernel` (Picard when ‖A‖_∞ < 0.8, or < 0.95
+    for sparse A; else Anderson)."""
+    if structure.n_components == 1 and structure.cyclic[0]:
+        return choose_kernel(A)
+    return "structured"
+
+
+# ---- well-posedness gate --------------------------------------------------------------------
+_VERDICTS: OrderedDict = OrderedDict()
+
+
+def _value_digest(A) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((A.shape, sp.issparse(A))).encode())
+    if sp.issparse(A):
+        A = A.tocsr()
+        for part in (A.indptr, A.indices, A.data):
+            h.update(np.ascontiguousarray(part).tobytes())
+    else:
+        h.update(np.ascontiguousarray(A).tobytes())
+    return h.digest()
+
+
+def require_well_posed(A, structure: BlockStructure) -> None:
+    """Raise IllPosedError unless a sufficient condition of DESIGN §3 holds: A triangular after
+    a permutation, ‖A‖_∞ < 1, or what `wellposedness_report` certifies (cached per A)."""
+    if structure.is_triangular or inf_norm(A) < 1.0:
+        return
+    key = _value_digest(A)
+    if key not in _VERDICTS:
+        report = wellposedness_report(A)
+        _VERDICTS[key] = (bool(report["well_posed"]), str(report.get("reason", "")))
+        if len(_VERDICTS) > _PLANS_MAX:
+            _VERDICTS.popitem(last=False)
+    ok, reason = _VERDICTS[key]
+    if not ok:
+        raise IllPosedError(
+            f"A (shape {A.shape}) is not known to be well-posed: {reason}. Project A onto "
+            "‖A‖_∞ ≤ κ < 1 (or rescale it); force=True lets an expert try the solver anyway"
+        )
+
+
+def _check_options(method, tol, max_iter, X0, m, n):
+    if method != "auto" and method not in SOLVERS:
+        raise ValueError(
+            f"unknown equilibrium method {method!r}; choose 'auto' or one of {sorted(SOLVERS)}"
+        )
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if X0 is None:
+        return None
+    X0 = np.asarray(X0, dtype=float)
+    if X0.shape != (m, n):
+        raise ValueError(f"warm start X0 has shape {X0.shape}, expected {(m, n)}: one row per sample")
+    if not np.all(np.isfinite(X0)):
+        raise ValueError("warm start X0 contains NaN or inf")
+    return X0
+
+
+def solve_equilibrium(
+    model,
+    U,
+    method: str = "auto",
+    *,
+    tol: float = 1e-10,
+    max_iter: int = 10_000,
+    X0=None,
+    raise_on_failure: bool = True,
+    force: bool = False,
+):
+    """States X (m, n) with X = φ(XAᵀ + UBᵀ + b_x) and an EquilibriumInfo.
+
+    U (m, p) is validated by the model. `method`: "auto" (see `choose_method`), "picard",
+    "anderson" or "structured". Refuses an A with no sufficient well-posedness condition
+    (IllPosedError) unless force=True; raises EquilibriumError if the max abs residual has not
+    reached `tol` within `max_iter` iterations, unless raise_on_failure=False.
+    """
+    start = time.perf_counter()
+    U = np.asarray(U, dtype=float)
+    if U.ndim != 2 or U.shape[1] != model.n_inputs:
+        raise ValueError(f"inputs U have shape {U.shape}, expected (m, {model.n_inputs})")
+    X0 = _check_options(method, tol, max_iter, X0, U.shape[0], model.n_states)
+    structure, _ = sweep_plan(model.A, model.activation)
+    if not force:
+        require_well_posed(model.A, structure)
+    name = choose_method(model.A, structure) if method == "auto" else method
+    K = input_term(model, U)
+    X, info = SOLVERS[name](model.A, K, model.activation, X0, tol, int(max_iter))
+    info.seconds = time.perf_counter() - start
+    if not info.converged and raise_on_failure:
+        raise EquilibriumError(info, tol)
+    return X, info
