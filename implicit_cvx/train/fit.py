@@ -22,6 +22,7 @@ SCHEMA = {
         "test_size": Field("float", 0.2, low=0, high=1, open_low=True, open_high=True),
         "label": Field("str", None, help="label column of a .csv"),
         "validation_fraction": Field("float", 0.0, low=0, high=0.5, open_high=True),
+        "max_train": Field("int", None, low=2, help="use only this many training samples (seeded)"),
     },
     "model": {
         "n_states": Field("int", 64, low=1),
@@ -160,10 +161,13 @@ def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True
                       label=cfg["dataset"]["label"])
     U, y = ds.split("train")
     U_test, y_test = ds.split("test")
+    rng = np.random.default_rng(cfg["seed"])
+    if cfg["dataset"]["max_train"] is not None and cfg["dataset"]["max_train"] < len(U):
+        keep = np.sort(rng.permutation(len(U))[: cfg["dataset"]["max_train"]])
+        U, y = U[keep], y[keep]
     val = {}
     frac = cfg["dataset"]["validation_fraction"]
     if frac > 0 and cfg["method"] != "sim":
-        rng = np.random.default_rng(cfg["seed"])
         perm = rng.permutation(len(U))
         nv = max(1, int(round(frac * len(U))))
         val = {"U_val": U[perm[:nv]], "Y_val": y[perm[:nv]]}

@@ -1,0 +1,118 @@
+"""fit → certify → attack from the command line, on small configs: files, report schema, resume,
+and agreement with the Python API on the same samples."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from implicit_cvx import ImplicitModel
+from implicit_cvx.cli import main
+from implicit_cvx.data import load_dataset, preprocess
+from implicit_cvx.robust import certify, sensitivity_attack
+from implicit_cvx.wellposed import BALL_RTOL, inf_norm
+
+ALWAYS = {"command", "method", "task", "dataset", "seed", "config", "versions", "seconds",
+          "seconds_by_phase"}
+MODEL_KEYS = {"kappa", "inf_norm_A", "n_states", "n_params", "nnz", "nnz_fraction",
+              "equilibrium_residual"}
+
+SMALL = {
+    "adjoint": {"adjoint": {"max_outer": 3}, "model": {"n_states": 12, "kappa": 0.9, "include_D": False}},
+    "gradient": {"gradient": {"epochs": 4, "batch_size": 64}, "model": {"n_states": 12, "kappa": 0.9}},
+    "fenchel": {"fenchel": {"max_outer": 2}, "model": {"n_states": 12, "kappa": 0.9}},
+    "sim": {"sim": {"teacher_hidden": [16, 8], "teacher_max_iter": 100}, "model": {"kappa": 0.95}},
+}
+
+
+def _config(tmp_path, method, **extra):
+    cfg = {"method": method, "seed": 0, "dataset": {"name": "digits", "max_train": 300},
+           "run": {"checkpoint_every": 1}, **SMALL[method], **extra}
+    if method != "sim":
+        cfg["loss"] = "cross_entropy"
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    out = tmp / "adjoint"
+    assert main(["fit", str(_config(tmp, "adjoint")), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["adjoint", "gradient", "fenchel", "sim"])
+def test_fit_writes_model_and_report_in_the_schema(method, tmp_path):
+    out = tmp_path / "out"
+    assert main(["fit", str(_config(tmp_path, method)), "--out", str(out), "--no-progress"]) == 0
+    rep = _report(out)
+    want = ALWAYS | MODEL_KEYS | {"train_accuracy", "test_accuracy"}
+    want |= ({"teacher_accuracy", "teacher_params", "params_fraction_of_teacher", "max_duality_gap",
+              "rows_escalated"} if method == "sim" else {"train_loss", "outer_iterations", "max_duality_gap"})
+    if method == "fenchel":
+        want.add("fenchel_gap")
+    assert want <= set(rep), want - set(rep)
+    assert rep["method"] == method and rep["command"] == "fit" and rep["task"] == "classification"
+    model = ImplicitModel.load(out / "model.npz")
+    assert inf_norm(model.A) <= rep["kappa"] * (1 + BALL_RTOL)
+    assert rep["nnz"] == model.nnz and rep["n_params"] == model.n_params
+    assert rep["equilibrium_residual"] <= 1e-8
+    assert model.metadata["classes"] == list(range(10))
+    assert model.metadata["preprocessing"]["kind"] == "scale"
+    assert (out / "A_sparsity.png").stat().st_size > 0
+
+
+def test_resume_of_a_finished_run_gives_the_same_model(fitted):
+    before = ImplicitModel.load(fitted / "model.npz")
+    cfg = fitted.parent / "adjoint.yaml"
+    assert main(["fit", str(cfg), "--out", str(fitted), "--resume", "--no-progress"]) == 0
+    after = ImplicitModel.load(fitted / "model.npz")
+    for name in ("A", "B", "C", "D", "b_x", "b_y"):
+        np.testing.assert_array_equal(getattr(before, name), getattr(after, name))
+
+
+def _api_samples(model, n):
+    ds = load_dataset("digits", seed=0)
+    idx = ds.test_index[:n]
+    U = preprocess(model.metadata["preprocessing"], ds.X[idx])
+    return U, ds.y[idx], idx
+
+
+def test_certify_cli_agrees_with_the_api(fitted, tmp_path):
+    out = tmp_path / "cert"
+    args = ["certify", str(fitted / "model.npz"), "--dataset", "digits", "--eps", "0,0.01,0.02",
+            "--method", "interval", "--limit", "60", "--out", str(out)]
+    assert main(args) == 0
+    rep = _report(out)
+    assert ALWAYS <= set(rep) and rep["certify_method"] == "interval" and rep["samples"] == 60
+    model = ImplicitModel.load(fitted / "model.npz")
+    U, y, idx = _api_samples(model, 60)
+    res = certify(model, U, y, [0.0, 0.01, 0.02], method="interval", domain=(0.0, 1.0))
+    assert rep["clean_accuracy"] == pytest.approx(res.clean_accuracy)
+    for e in (0.0, 0.01, 0.02):
+        assert rep["certified_accuracy"][str(e)] == pytest.approx(res.certified_accuracy[e])
+    rows = np.loadtxt(out / "samples.csv", delimiter=",", skiprows=1, dtype=int)
+    np.testing.assert_array_equal(rows[:, 0], idx)
+    np.testing.assert_array_equal(rows[:, 1], y)
+    np.testing.assert_array_equal(rows[:, 3:], res.certified.astype(int))
+    assert (out / "certified_accuracy.png").exists()
+
+
+def test_attack_cli_agrees_with_the_api(fitted, tmp_path):
+    out = tmp_path / "att"
+    args = ["attack", str(fitted / "model.npz"), "--dataset", "digits", "--kind", "sensitivity",
+            "--fraction", "0.1", "--limit", "80", "--seed", "0", "--out", str(out)]
+    assert main(args) == 0
+    rep = _report(out)
+    assert rep["attack_kind"] == "sensitivity" and rep["k"] == 6 and rep["samples"] == 80
+    model = ImplicitModel.load(fitted / "model.npz")
+    U, y, _ = _api_samples(model, 80)
+    res = sensitivity_attack(model, U, y, fraction=0.1, domain=(0.0, 1.0), rng=np.random.default_rng(0))
+    assert rep["success_rate"] == pytest.approx(res.success_rate)
