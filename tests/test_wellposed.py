@@ -212,6 +212,38 @@ def test_pf_eigenvalue_block_triangular_is_max_of_blocks():
     assert numpy_pf(A) == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_block_stats_many_components_match_numpy_per_block(seed):
+    """A sparse random graph plus a planted 40-cycle (a component above _BATCH_MAX: single eig)
+    and fifteen planted 3-cycles nothing else depends on (batched eig), with self-loops."""
+    n = 120
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, n, density=1.5 / n, random_state=seed, format="lil")
+    A[:, n - 45 :] = 0.0
+    big = np.arange(40)
+    cycles = np.arange(n - 45, n).reshape(15, 3)
+    rows = np.concatenate([big, cycles.ravel()])
+    cols = np.concatenate([np.roll(big, 1), np.roll(cycles, 1, axis=1).ravel()])
+    planted = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    A = A.tocsr() + planted + sp.diags(rng.random(n) * (rng.random(n) < 0.2))
+    A.data = rng.normal(size=A.nnz)
+    D = A.toarray()
+    structure = wp.block_structure(A)
+    sizes = [c.size for c in structure.components]
+    assert max(sizes) > wp._BATCH_MAX and sum(1 < k <= wp._BATCH_MAX for k in sizes) > 0
+    blocks = [np.abs(D[np.ix_(c, c)]) for c in structure.components]
+    want_lam = [
+        numpy_pf(b) if cyc else 0.0 for b, cyc in zip(blocks, structure.cyclic, strict=True)
+    ]
+    want_norm = [b.sum(axis=1).max() for b in blocks]
+    want_pf = numpy_pf(D)
+    for M in (A, D):
+        lam, norm = wp._block_stats(M, structure)
+        np.testing.assert_allclose(lam, want_lam, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(norm, want_norm, rtol=1e-14)
+        assert pf_eigenvalue(M) == pytest.approx(want_pf, rel=1e-10)
+
+
 @pytest.mark.parametrize("periodic", [False, True])
 def test_pf_eigenvalue_large_sparse_component(periodic):
     """A component above the dense threshold goes through ARPACK (on I + |A|)."""
