@@ -1,5 +1,6 @@
 """Robustness of implicit models (paper §4, DESIGN §7): sensitivity bounds, certified bounds on
-ℓ∞ balls (box, interval, LP relaxation with a weak-duality certificate) and attacks."""
+ℓ∞ balls (box, interval, LP relaxation with a weak-duality certificate), attacks, robust training
+(‖S‖_∞ ≤ s in the (C, D) step) and input importance from S."""
 
 from .attacks import AttackResult, attack_k, gradient_attack, pgd_attack, sensitivity_attack
 from .bounds import (
@@ -12,22 +13,39 @@ from .bounds import (
     state_bounds,
 )
 from .certify import METHODS, CertifyResult, certify, input_box, margin_lower_bounds, output_bounds
+from .importance import Importance, input_importance, model_importance, plot_importance
+from .training import (
+    check_s_bound,
+    fit_output_layer_s_bounded,
+    s_bound_scaling,
+    s_bound_weights,
+    s_norm_bound,
+)
 
 __all__ = [
     "METHODS",
     "AttackResult",
     "CertifyResult",
+    "Importance",
     "LipschitzBound",
     "SparseBound",
     "attack_k",
     "certify",
+    "check_s_bound",
+    "fit_output_layer_s_bounded",
     "gradient_attack",
     "input_box",
+    "input_importance",
     "lipschitz_bound",
     "margin_lower_bounds",
+    "model_importance",
     "output_bounds",
     "pgd_attack",
+    "plot_importance",
     "residual_widening",
+    "s_bound_scaling",
+    "s_bound_weights",
+    "s_norm_bound",
     "sensitivity_attack",
     "sensitivity_matrix",
     "sparse_perturbation_bound",

@@ -19,6 +19,12 @@ from ..convex.gram import GramStats, gram_stats
 from ..convex.losses import fit_output_layer
 from ..convex.rows import RowSpec, solve_rows
 from ..gradients import implicit_adjoint
+from ..robust.training import (
+    check_s_bound,
+    check_s_value,
+    fit_output_layer_s_bounded,
+    s_bound_weights,
+)
 from ..wellposed import BALL_RTOL, check_kappa, inf_norm, project_inf_ball
 from .init import init_model
 from .objective import (
@@ -46,16 +52,21 @@ def _features(X, U, include_D: bool) -> np.ndarray:
     return np.column_stack([X, U]) if include_D else X
 
 
-def output_step(model, X, U, Y, loss, *, include_D, lam_l1, lam_l2, anchor_mu, tol, n_jobs, backend):
-    """(C, D, b_y) ← certified fit on [X, U] anchored at the current value: the objective never rises."""
+def output_step(model, X, U, Y, loss, *, include_D, lam_l1, lam_l2, anchor_mu, tol, n_jobs, backend,
+                s_bound=None):
+    """(C, D, b_y) ← certified fit on [X, U] anchored at the current value: the objective never rises.
+    With s_bound, subject to ‖S‖_∞ ≤ s_bound for the current (A, B) (robust/training.py)."""
     F = _features(X, U, include_D)
     W0 = np.column_stack([model.C, model.D]) if include_D else np.asarray(model.C)
     Ft = np.column_stack([F, np.ones(len(F))])
     mu = anchor_mu * _gram_scale(Ft.T @ Ft / len(F))
-    W, b, info = fit_output_layer(
-        F, Y, loss, lam_l1=lam_l1, lam_l2=lam_l2, anchor=(W0, model.b_y, mu), tol=tol,
-        warm_start=(W0, model.b_y), n_jobs=n_jobs, backend=backend,
-    )
+    kw = dict(lam_l1=lam_l1, lam_l2=lam_l2, anchor=(W0, model.b_y, mu), tol=tol,
+              warm_start=(W0, model.b_y), n_jobs=n_jobs, backend=backend)
+    if s_bound is None:
+        W, b, info = fit_output_layer(F, Y, loss, **kw)
+    else:
+        weights = s_bound_weights(model, include_D)
+        W, b, info = fit_output_layer_s_bounded(F, Y, loss, weights, s_bound, **kw)
     n = model.n_states
     D = W[:, n:] if include_D else np.zeros_like(np.asarray(model.D, dtype=float))
     return model.with_weights(C=W[:, :n], D=D, b_y=b), info
@@ -159,6 +170,7 @@ def fit_adjoint(
     n_jobs: int = 1,
     backend: str = "serial",
     activation="relu",
+    s_bound: float | None = None,
 ) -> FitResult:
     """Fit an implicit model to (U, Y) by the adjoint-target method (DESIGN §6.2 a).
 
@@ -167,6 +179,8 @@ def fit_adjoint(
     accepted step, ×¼ per rejected trial). Stops after `max_outer` iterations, when a step cannot
     decrease the true objective, or when the relative decrease falls below `min_rel_decrease`.
     With early_stopping and validation data, returns the model of least validation loss.
+    s_bound: every (C, D) step is constrained to ‖S‖_∞ ≤ s_bound (DESIGN §7; ridge and anchor of
+    that step then act in the ball's metric, see robust/training.py); the final model satisfies it.
     """
     t_start = time.perf_counter()
     kappa = check_kappa(kappa)
@@ -175,6 +189,8 @@ def fit_adjoint(
             raise ValueError(f"{name}={v!r} must be a positive number")
     if lam_l1 < 0 or lam_l2 < 0:
         raise ValueError(f"penalties must be ≥ 0, got lam_l1={lam_l1}, lam_l2={lam_l2}")
+    if s_bound is not None:
+        s_bound = check_s_value(s_bound)
     if int(max_outer) < 1:
         raise ValueError(f"max_outer={max_outer!r} must be a positive integer")
     U, Y, loss, q, U_val, Y_val = prepare_data(U, Y, task, loss, U_val, Y_val)
@@ -194,7 +210,7 @@ def fit_adjoint(
     cfg = dict(kappa=kappa, lam_l1=lam_l1, lam_l2=lam_l2, anchor_mu=anchor_mu)
     solve_kw = dict(tol=tol, n_jobs=n_jobs, backend=backend)
     out_kw = dict(include_D=include_D, lam_l1=lam_l1, lam_l2=lam_l2, anchor_mu=anchor_mu,
-                  tol=output_tol, n_jobs=n_jobs, backend=backend)
+                  tol=output_tol, n_jobs=n_jobs, backend=backend, s_bound=s_bound)
     X = model.equilibrium(U, tol=EQ_TOL)
     obj = _objective(model, X, U, Y, loss, penalties)
     bar = progress_bar(max_outer, progress, desc="adjoint", initial=start_it)
@@ -204,6 +220,8 @@ def fit_adjoint(
         obj_before = obj
         model, cd = output_step(model, X, U, Y, loss, **out_kw)
         obj = _objective(model, X, U, Y, loss, penalties)
+        if s_bound is not None:  # that step restores ‖S‖_∞ ≤ s after (A, B) moved: it may rise
+            obj_before = obj
         model, X, obj, eta_used, accepted, trials, gap_ab, status_ab = _state_step(
             model, X, U, Y, loss, penalties, obj, eta, cfg, solve_kw)
         eta = eta_used * ETA_GROW if accepted else eta_used
@@ -248,6 +266,8 @@ def _finish(model, U, Y, task, loss, penalties, history, outer, kappa, out_kw, t
         raise RuntimeError(f"adjoint fit left ‖A‖_∞ = {norm!r} > κ = {kappa}; this is a bug")
     if rec["train_residual"] > 1e-8:
         raise RuntimeError(f"final equilibrium residual {rec['train_residual']:.3g} > 1e-8")
+    s_bound = out_kw.get("s_bound")
+    s_norm = None if s_bound is None else check_s_bound(model, s_bound)
     gaps = [cd.gap] + [max(h["max_gap_AB"], h["max_gap_CD"]) for h in history]
     model.metadata.update(method="adjoint", kappa=kappa)
     if task == "classification" and model.metadata.get("classes") is None:
@@ -261,6 +281,8 @@ def _finish(model, U, Y, task, loss, penalties, history, outer, kappa, out_kw, t
         "inf_norm_A": norm,
         "kappa": kappa,
         "final_output_fit": cd.to_dict(),
+        "s_bound": s_bound,
+        "sensitivity_inf_norm": s_norm,
         "seconds": elapsed0 + time.perf_counter() - t_start,
     }
     return FitResult(model, history, summary)

@@ -1,0 +1,77 @@
+"""Input importance from the sensitivity matrix S (DESIGN §7, Thm 4.3; paper §4 interpretability).
+
+S_cj bounds how much output c can move per unit change of input j, so column sums of S rank the
+inputs overall (the ranking the sensitivity attack uses) and row c of S ranks them for class c.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bounds import sensitivity_matrix
+
+__all__ = ["Importance", "input_importance", "model_importance", "plot_importance"]
+
+
+@dataclass(frozen=True)
+class Importance:
+    """overall (p,): Σ_c S_cj; per_class (q, p): S itself (row c = class c)."""
+
+    overall: np.ndarray
+    per_class: np.ndarray
+
+
+def _check_S(S) -> np.ndarray:
+    S = np.asarray(S, dtype=float)
+    if S.ndim != 2 or not np.all(np.isfinite(S)) or np.any(S < 0):
+        raise ValueError(f"S must be a finite nonnegative (q, p) sensitivity matrix, got shape "
+                         f"{S.shape}; compute it with robust.sensitivity_matrix(model)")
+    return S
+
+
+def input_importance(S) -> Importance:
+    """Overall (column sums) and per-class (rows) input importance of a sensitivity matrix S."""
+    S = _check_S(S)
+    return Importance(S.sum(axis=0), S.copy())
+
+
+def model_importance(model) -> Importance:
+    """input_importance of the model's verified sensitivity matrix."""
+    return input_importance(sensitivity_matrix(model))
+
+
+def plot_importance(S, image_shape, path, class_names=None, title: str | None = None) -> None:
+    """Draw the overall and per-class importance of S as images of `image_shape` (e.g. (8, 8) for
+    digits, (28, 28) for MNIST) into a PNG at `path` (matplotlib, Agg backend)."""
+    imp = input_importance(S)
+    shape = tuple(int(v) for v in image_shape)
+    if int(np.prod(shape)) != imp.overall.size:
+        raise ValueError(f"image_shape {shape} has {int(np.prod(shape))} pixels but S has "
+                         f"{imp.overall.size} inputs; give the input image's (height, width)")
+    q = imp.per_class.shape[0]
+    names = [str(c) for c in (range(q) if class_names is None else class_names)]
+    if len(names) != q:
+        raise ValueError(f"class_names has {len(names)} entries but S has {q} outputs")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("overall (column sums)", imp.overall)] + [
+        (f"class {n}", row) for n, row in zip(names, imp.per_class, strict=True)]
+    cols = min(len(panels), 6)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, values) in zip(axes.ravel(), panels, strict=False):
+        im = ax.imshow(values.reshape(shape), cmap="viridis")
+        ax.set_title(label, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
