@@ -36,7 +36,8 @@ def test_random_model_is_in_ball_and_seeded():
     assert not np.array_equal(m1.B, random_model(20, 4, 3, kappa=0.8, seed=4).B)
     assert (m1.A.shape, m1.B.shape, m1.C.shape, m1.D.shape) == ((20, 20), (20, 4), (3, 20), (3, 4))
     assert not np.any(random_model(20, 4, 3, kappa=0.8, seed=3, include_D=False).D)
-    assert not np.any(m1.b_x) and not np.any(m1.b_y)
+    assert np.array_equal(m1.b_x, m2.b_x) and np.all(m1.b_x != 0) and not np.any(m1.b_y)
+    assert not np.any(random_model(20, 4, 3, kappa=0.8, seed=3, bias_scale=0.0).b_x)
 
 
 def test_init_model_sources_and_errors(tmp_path):
