@@ -35,7 +35,6 @@ from .objective import FitResult, evaluate, loss_grad, loss_value, penalty_value
 from .runlog import progress_bar, restore_rng, rng_state
 
 ANCHOR_MU = 1e-4  # default proximal anchor μ‖W − W_k‖² of the weight steps (singular Gram matrices)
-REFIT_MU = 1e-8  # the final (C, D) refit: nearly unanchored
 
 
 def fenchel_divergence(X, Z) -> np.ndarray:
@@ -266,7 +265,7 @@ def fit_fenchel(
                                            "seconds": rec["seconds"]},
                                {"X": X, "X_eq": X_eq}, {"best": best})
     bar.close()
-    final, summary = _finish(best, U, Y, task, loss, penalties, include_D, tol, par)
+    final, summary = _finish(best, U, Y, task, loss, penalties, include_D, tol, anchor_mu, par)
     summary.update(outer_iterations=it + 1, max_duality_gap=max(max_gap, summary["max_duality_gap"]),
                    fenchel_gap=history[-1]["fenchel_gap"] if history else 0.0, kappa=kappa,
                    seconds=elapsed0 + time.perf_counter() - t_start)
@@ -284,11 +283,14 @@ def _accept(model, cand, U, Y, X, loss, lam, penalties, trace):
     return model
 
 
-def _finish(best, U, Y, task, loss, penalties, include_D, tol, par):
-    """Equilibrium re-solve of the best model and a certified (C, D) refit on the true states."""
+def _finish(best, U, Y, task, loss, penalties, include_D, tol, anchor_mu, par):
+    """Equilibrium re-solve of the best model and a certified (C, D) refit on the true states.
+
+    The refit keeps the run's proximal anchor: an unanchored refit overfits (|C| in the hundreds on
+    §7.1) and is slow on separable data."""
     X = best.equilibrium(U, tol=1e-12)
     before = evaluate(best, U, Y, task, loss, penalties, X0=X, tol=1e-12)[0]
-    refit, gap = output_step(best, U, Y, X, loss, penalties, include_D, tol, REFIT_MU, **par)
+    refit, gap = output_step(best, U, Y, X, loss, penalties, include_D, tol, anchor_mu, **par)
     after, _ = evaluate(refit, U, Y, task, loss, penalties, X0=X, tol=1e-12)
     final, rec = (refit, after) if after["train_objective"] <= before["train_objective"] else (best, before)
     summary = {**rec, "equilibrium_residual": rec["train_residual"], "inf_norm_A": inf_norm(final.A),
