@@ -21,26 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import ImplicitModel
+from ..report import to_jsonable, write_text_atomic
 
 HISTORY = "history.jsonl"
 LATEST = "LATEST"
-
-
-def to_jsonable(obj):
-    """Numpy scalars/arrays to Python; non-finite floats to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def rng_state(rng: np.random.Generator) -> dict:
@@ -53,15 +37,6 @@ def restore_rng(state: dict) -> np.random.Generator:
     bitgen = getattr(np.random, state["bit_generator"])()
     bitgen.state = state
     return np.random.Generator(bitgen)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -118,7 +93,7 @@ class RunLog:
 
     def _truncate_history(self, last_iteration: int) -> None:
         keep = [r for r in self.history() if r["iteration"] <= last_iteration]
-        _atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
+        write_text_atomic(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _clear(self) -> None:
         for name in os.listdir(self.out_dir):
@@ -152,7 +127,7 @@ class RunLog:
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_write_text(os.path.join(self.out_dir, LATEST), os.path.basename(final))
+        write_text_atomic(os.path.join(self.out_dir, LATEST), os.path.basename(final))
         self._prune()
         return final
 
