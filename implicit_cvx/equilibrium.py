@@ -30,6 +30,10 @@ _GAMMA_MAX = 1e4
 _RIDGE = 1e-12  # Tikhonov term of the Anderson least squares, relative to the largest Gram entry
 # A row whose max residual grows by more than this factor in one step restarts its history.
 _RESTART_FACTOR = 2.0
+# A row whose best residual has not shrunk by _PROGRESS within _PATIENCE Anderson steps
+# restarts from its best iterate with Picard steps (_PATIENCE·2^k of them at its k-th stall).
+_PROGRESS = 0.9
+_PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
 
 
@@ -162,7 +166,11 @@ def _anderson_step(memory: int):
 
     Safeguards, per row: a ridge-regularised Gram matrix; a non-finite or huge γ (‖γ‖_1 > 1e4:
     an ill-conditioned least squares) is replaced by a plain Picard step; a max residual more
-    than _RESTART_FACTOR times the previous one clears the row's history (next step: Picard).
+    than _RESTART_FACTOR times the previous one clears the row's history. A row that stalls
+    (Anderson can cycle or diverge at the kinks of φ) restarts from its best iterate with a
+    fresh history and a phase of Picard steps, doubling at each stall. With ‖A‖_∞ ≤ κ < 1
+    Picard shrinks the residual by κ per step and the best residual never grows, so every row
+    converges, within O(_PATIENCE·log(steps)) steps of what Picard alone needs.
     """
 
     def step(Xa, Ga, F, r, s):
@@ -171,8 +179,20 @@ def _anderson_step(memory: int):
             s.update(
                 dF=np.zeros((m, memory, n)), dG=np.zeros((m, memory, n)),
                 H=np.zeros((m, memory, memory)), F=F, G=Ga, r=r, slot=np.zeros(m, dtype=int),
+                best_r=r, best_G=Ga.copy(), mark=r, since=np.zeros(m, dtype=int),
+                picard_left=np.zeros(m, dtype=int), stalls=np.zeros(m, dtype=int),
             )
             return Ga
+        better = r < s["best_r"]
+        s["best_r"] = np.where(better, r, s["best_r"])
+        s["best_G"][better] = Ga[better]
+        reset = (s["best_r"] <= _PROGRESS * s["mark"]) | (s["picard_left"] > 0)
+        s["mark"] = np.where(reset, s["best_r"], s["mark"])
+        s["since"] = np.where(reset, 0, s["since"] + 1)
+        stalled = s["since"] >= _PATIENCE
+        s["picard_left"][stalled] = _PATIENCE << np.minimum(s["stalls"][stalled], 20)
+        s["stalls"] += stalled
+        s["since"][stalled] = 0
         dF, dG, H = s["dF"], s["dG"], s["H"]
         j = int(s["slot"][0]) % memory
         dF[:, j] = F - s["F"]
@@ -180,11 +200,11 @@ def _anderson_step(memory: int):
         col = np.einsum("mkn,mn->mk", dF, dF[:, j])
         H[:, j, :] = col
         H[:, :, j] = col
-        worse = r > _RESTART_FACTOR * s["r"]
-        if worse.any():
-            dF[worse] = 0.0
-            dG[worse] = 0.0
-            H[worse] = 0.0
+        forget = stalled | (r > _RESTART_FACTOR * s["r"])
+        if forget.any():
+            dF[forget] = 0.0
+            dG[forget] = 0.0
+            H[forget] = 0.0
         s["slot"] += 1
         s["F"], s["G"], s["r"] = F, Ga, r
         rhs = np.einsum("mkn,mn->mk", dF, F)
@@ -193,8 +213,12 @@ def _anderson_step(memory: int):
         with np.errstate(all="ignore"):
             gamma = spd_solve(H + ridge, rhs)
         bad = ~np.all(np.isfinite(gamma), axis=1) | (np.abs(gamma).sum(axis=1) > _GAMMA_MAX)
-        gamma[bad] = 0.0
-        return Ga - np.einsum("mk,mkn->mn", gamma, dG)
+        picard = s["picard_left"] > 0
+        gamma[bad | picard] = 0.0
+        s["picard_left"] -= picard
+        X_next = Ga - np.einsum("mk,mkn->mn", gamma, dG)
+        X_next[stalled] = s["best_G"][stalled]
+        return X_next
 
     return step
 
@@ -226,7 +250,7 @@ def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -
     if kind == "picard":
         return _iterate(g, X0, tol, max_iter, _picard_step)
     m, n = X0.shape
-    chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 4))))
+    chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 5))))
     if m <= chunk:
         return _iterate(g, X0, tol, max_iter, _anderson_step(memory))
     X = np.empty(X0.shape)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import implicit_cvx.equilibrium as eq
@@ -219,12 +219,78 @@ def test_anderson_beats_picard_at_kappa_099():
     np.testing.assert_allclose(Xa, Xp, atol=2e-8, rtol=0)
 
 
+def kink_block(rng):
+    """A 3×3 cyclic block, ‖A‖_∞ ≤ 0.99, with one slow self-loop (a_00 = 0.98) whose ReLU
+    iterates straddle the kink: per-sample Anderson used to cycle and diverge there."""
+    A = 0.2 * rng.standard_normal((3, 3))
+    A[0, 0], A[1, 1], A[2, 2] = 0.98, 0.4, 0.45
+    A[0, 1:] *= 0.05
+    return A * np.minimum(1.0, 0.99 / np.abs(A).sum(axis=1, keepdims=True))
+
+
+def kink_model(rng, m):
+    """State 0 feeds a `kink_block` (the SIM bug report: "auto" picks "structured", which ran
+    Anderson on the block and never converged); returns the model and inputs U (m, 3)."""
+    A = np.zeros((4, 4))
+    A[1:, 1:] = kink_block(rng)
+    A[1:, 0] = 0.05 * rng.standard_normal(3)
+    A[1:] *= np.minimum(1.0, 0.99 / np.abs(A[1:]).sum(axis=1, keepdims=True))
+    B = np.zeros((4, 3))
+    B[0] = rng.standard_normal(3)
+    B[1:] = 0.3 * rng.standard_normal((3, 3))
+    model = ImplicitModel(A, B, np.zeros((1, 4)), np.zeros((1, 3)), 0.3 * rng.standard_normal(4))
+    return model, rng.standard_normal((m, 3))
+
+
+def test_auto_converges_where_anderson_stalled_on_a_block(monkeypatch):
+    """The SIM bug: "auto" → "structured" → Anderson on the cyclic block cycled and diverged;
+    with the stall fallback it converges, and disabling the fallback brings the bug back."""
+    model, U = kink_model(np.random.default_rng(32), 50)
+    structure, plan = eq.sweep_plan(model.A, model.activation)
+    assert [step.cyclic for step in plan] == [False, True]
+    assert eq.choose_method(model.A, structure) == "structured"
+    assert eq.choose_kernel(model.A[1:, 1:]) == "anderson"
+    X, info = solve_equilibrium(model, U, "auto", tol=1e-10)
+    assert info.solver == "structured" and info.converged
+    assert naive_residual(model, U, X) <= 1e-10
+    monkeypatch.setattr(eq, "_PATIENCE", 10**9)
+    with pytest.raises(EquilibriumError):
+        solve_equilibrium(model, U, "auto", tol=1e-10, max_iter=2000)
+
+
+@settings(deadline=None, derandomize=True, max_examples=10)
+@given(seed=st.integers(0, 2**16))
+@example(seed=32)  # diverged (residual > 1e30) before the stall fallback
+@example(seed=41)  # took 9× Picard's iterations on the whole model before it
+def test_anderson_converges_on_contractions_no_slower_than_picard(seed):
+    """‖A‖_∞ ≤ 0.99 (Picard contracts): safeguarded Anderson converges for every sample, on the
+    bare block (kernel) and on the model, in at most Picard's iterations."""
+    rng = np.random.default_rng(seed)
+    A = kink_block(rng)
+    K = 0.5 * rng.standard_normal((100, 3))
+
+    def g(X, rows):
+        return np.maximum(X @ A.T + K[rows], 0.0)
+
+    picard = eq.run_kernel("picard", g, np.zeros_like(K), 1e-10, 20_000)
+    anderson = eq.run_kernel("anderson", g, np.zeros_like(K), 1e-10, 20_000)
+    assert picard.converged and anderson.converged
+    assert anderson.iterations <= picard.iterations
+    np.testing.assert_allclose(anderson.X, picard.X, atol=2e-8, rtol=0)
+    model, U = kink_model(np.random.default_rng(seed), 100)
+    Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
+    for method in ("auto", "anderson"):
+        X, info = solve_equilibrium(model, U, method, tol=1e-10)
+        assert info.iterations <= picard.iterations
+        np.testing.assert_allclose(X, Xp, atol=2e-8, rtol=0)  # residual / (1 − κ) each
+
+
 def test_anderson_chunks_match_one_batch(monkeypatch):
     rng = np.random.default_rng(8)
     model = random_model(rng, n=30, p=4, kappa=0.95, nonneg=True)
     U = rng.standard_normal((64, 4))
     X1, info1 = solve_equilibrium(model, U, "anderson", tol=1e-12)
-    monkeypatch.setattr(eq, "_CHUNK_BYTES", 8 * 30 * 14 * 10)  # 10 rows per chunk
+    monkeypatch.setattr(eq, "_CHUNK_BYTES", 8 * 30 * 15 * 10)  # 10 rows per chunk
     X2, info2 = solve_equilibrium(model, U, "anderson", tol=1e-12)
     np.testing.assert_allclose(X1, X2, atol=1e-11, rtol=0)
     assert info2.converged and len(info2.residual_trace) == info2.iterations
