@@ -117,7 +117,6 @@ def solve_rows_cvxpy(
     n_jobs: int = 1,
     backend: str = "serial",
     address: str | None = None,
-    max_iter=None,
 ) -> RowSolution:
     """Solve rows through cvxpy; certify each with rows.row_gap, escalate above tolerance.
 
