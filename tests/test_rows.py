@@ -1,5 +1,7 @@
 """Native certified row solver vs an independent cvxpy + Clarabel solve on the raw data."""
 
+from pathlib import Path
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -161,3 +163,22 @@ def test_bad_rows_and_warm_start_raise():
         solve_rows(stats, RowSpec(penalty=0.1), rows=[7])
     with pytest.raises(ValueError, match="warm_start must have shape"):
         solve_rows(stats, RowSpec(penalty=0.1), warm_start=np.zeros((2, D)))
+
+
+def test_rows_that_made_the_active_set_cycle_are_certified():
+    """Regression: (C, D) rows of digits teacher states at λ = 0.03 (bias free) on which adding
+    many coordinates per pivot made the face's KKT system singular and the method cycle."""
+    from implicit_cvx.convex.gram import GramStats
+
+    f = np.load(Path(__file__).parent / "data" / "cd_rows_cycling.npz", allow_pickle=False)
+    stats = GramStats(f["G"], f["H"], f["c"], int(f["m"]))
+    d = stats.d
+    sol = solve_rows(stats, RowSpec(penalty=0.03, free=[d - 1]), tol=1e-9)
+    assert list(sol.status) == ["optimal", "optimal"]
+    for i in range(2):
+        w = cp.Variable(d)
+        obj = cp.quad_form(w, cp.psd_wrap(stats.G)) - 2 * stats.H[:, i] @ w + stats.c[i]
+        prob = cp.Problem(cp.Minimize(obj + 0.03 * cp.norm1(w[: d - 1])))
+        prob.solve(solver="CLARABEL")
+        assert sol.objective[i] <= prob.value + 1e-7 * abs(prob.value)
+        assert sol.objective[i] >= prob.value - 1e-6 * abs(prob.value)

@@ -134,6 +134,11 @@ class RowSolution:
         }
 
 
+ADD_FRACTION = 0.5  # add every coordinate violating by ≥ 50% of the worst: fewer pivots, same answer
+# Adding many coordinates at once can make the face's KKT system singular and the method cycle
+# (seen with 10%); a row left uncertified is re-solved from 0 adding one coordinate per pivot.
+
+
 class _Problem:
     """A reduced (free-eliminated, ridge/anchor-folded) row problem shared by all rows."""
 
@@ -200,7 +205,8 @@ class _Problem:
             lo = np.where(left, lo, x1)
         return primal, np.maximum(primal - best, 0.0)
 
-    def active_set(self, w: np.ndarray, row: int, max_pivots: int) -> tuple[np.ndarray, int]:
+    def active_set(self, w: np.ndarray, row: int, max_pivots: int,
+                   add_fraction: float = ADD_FRACTION) -> tuple[np.ndarray, int]:
         """Primal active-set method from a feasible w: exact, monotone in the objective.
 
         On the face (support S, signs σ, active balls) solve the KKT system
@@ -254,12 +260,9 @@ class _Problem:
             worst = viol[j]
             if worst <= 1e-13 * (1 + bound[j]):
                 return w, pivot
-            add = viol >= ADD_FRACTION * worst
+            add = viol >= add_fraction * worst
             sigma[add] = np.sign(v[add])
         return w, max_pivots
-
-
-ADD_FRACTION = 0.1  # add every coordinate violating by ≥ 10% of the worst: fewer pivots, same answer
 
 
 def _relative(gap, obj):
@@ -296,7 +299,7 @@ def solve_rows(
     if n_jobs > 1 or backend != "serial":
         return _solve_parallel(solve_rows, stats, spec, rows, warm_start, opts, n_jobs, backend, address, start)
     prob = _Problem(stats, spec)
-    W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter)
+    W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter, tol)
     return _finish(prob, W, obj, gap, iters, rows, tol, start)
 
 
@@ -306,8 +309,11 @@ def _finish(prob: _Problem, W_S, obj, gap, iters, rows, tol, start, **extra) -> 
     return RowSolution(W, obj, gap, status, iters, time.perf_counter() - start, rows, **extra)
 
 
-def _solve_active_set(prob: _Problem, rows, warm_start, max_iter):
-    """Each row by the active-set method from the (projected) warm start or 0; then certify."""
+def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol):
+    """Each row by the active-set method from the (projected) warm start or 0; then certify.
+
+    Rows left uncertified are solved again from 0 adding one coordinate per pivot (the classic,
+    slower rule); the better certified point of the two is kept."""
     k, d = len(rows), len(prob.lam)
     W = np.zeros((k, d))
     if warm_start is not None:
@@ -321,6 +327,13 @@ def _solve_active_set(prob: _Problem, rows, warm_start, max_iter):
             W[i], iters[i] = prob.active_set(W[i], rows[i], max_iter)
         W = prob.clip_balls(W)
         obj, gap = prob.certify(W, rows)
+        for i in np.flatnonzero(_relative(gap, obj) > tol):
+            w, extra = prob.active_set(np.zeros(d), rows[i], max_iter, add_fraction=1.0)
+            w = prob.clip_balls(w[None, :])
+            o, g = prob.certify(w, rows[i : i + 1])
+            iters[i] += extra
+            if g[0] < gap[i]:
+                W[i], obj[i], gap[i] = w[0], o[0], g[0]
     return W, obj, gap, iters
 
 
