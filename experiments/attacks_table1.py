@@ -40,7 +40,14 @@ from sklearn.neural_network import MLPClassifier
 
 from implicit_cvx.convert import from_sklearn
 from implicit_cvx.data import load_dataset
-from implicit_cvx.robust import certify, gradient_attack, pgd_attack, sensitivity_attack
+from implicit_cvx.robust import (
+    certify,
+    gradient_attack,
+    pgd_attack,
+    plot_importance,
+    sensitivity_attack,
+    sensitivity_matrix,
+)
 
 FRACTIONS = (0.001, 0.01, 0.1, 0.2, 0.3)
 PAPER = {  # DESIGN §7, Table 1, MNIST columns (success rates in %)
@@ -125,6 +132,7 @@ def main(argv=None) -> dict:
     seeds = min(args.seeds, 2) if quick else args.seeds
     t0 = time.perf_counter()
     rows, pgd, nets = [], [], []
+    args.out.mkdir(parents=True, exist_ok=True)
     with limit_blas(args.blas_threads):
         for name in NETS:
             max_iter, m_train = (30, 1500) if quick and name == "mnist" else (200, None)
@@ -133,6 +141,10 @@ def main(argv=None) -> dict:
             keep = order[:300] if quick else order
             U, y = U[keep], y[keep]
             nets.append(info)
+            side = int(round(np.sqrt(U.shape[1])))  # digits 8×8, MNIST 28×28
+            plot_importance(sensitivity_matrix(model), (side, side),
+                            args.out / f"{stem}_importance_{name}.png",
+                            title=f"{name}: input importance from S (overall, per class)")
             print(f"{name}: MLP {info['hidden']} test accuracy {acc:.4f} ({info['seconds_train']:.1f} s)")
             for r in attack_rows(name, model, U, y, acc, seeds):
                 rows.append(r)
@@ -145,7 +157,6 @@ def main(argv=None) -> dict:
                 print(f"  PGD ε = {r['eps']}: {r['certified_interval']}/{r['samples']} certified "
                       f"(interval), none broken; PGD success on all correct samples "
                       f"{r['pgd_success_all_pct']:.1f} %")
-    args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / f"{stem}.csv", rows, COLUMNS)
     write_csv(args.out / f"{stem}_pgd.csv", pgd, PGD_COLUMNS)
     command = "python experiments/attacks_table1.py" + (" --quick" if quick else "")
