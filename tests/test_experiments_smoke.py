@@ -1,0 +1,39 @@
+"""Every experiment and benchmark script runs end to end in its --quick mode and writes its files.
+
+(The training scripts have their own smoke tests in test_experiments_training.py.)"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPTS = {
+    # script: (arguments after --quick, files it must write, relative to tmp_path)
+    "sim_sparsity": (["--out", "{tmp}"], ["sim_sparsity_quick.csv"]),
+    "bench_equilibrium": (["--json", "{tmp}/be.json", "--blas-threads", "1"], ["be.json"]),
+    "bench_certify": (["--json", "{tmp}/bc.json"], ["bc.json"]),
+    "certified_curves": (["--out", "{tmp}"], ["certified_curves_quick.csv"]),
+    "robust_tradeoff": (["--out", "{tmp}"], ["robust_tradeoff_quick.csv"]),
+    "attacks_table1": (["--out", "{tmp}"], ["table1_attacks_quick.csv"]),
+    "bench_sim": (["--json", "{tmp}/bs.json"], ["bs.json"]),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_quick_mode_runs_and_writes_results(script, tmp_path):
+    args, files = SCRIPTS[script]
+    cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick",
+           *(a.format(tmp=tmp_path) for a in args)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in files:
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 0, (name, sorted(p.name for p in tmp_path.iterdir()))
+        if name.endswith(".json"):
+            json.loads(path.read_text())
