@@ -23,9 +23,9 @@ def _init(n, p, q, seed, kappa=0.5, include_D=True):
     return model.with_weights(b_x=np.random.default_rng(seed).standard_normal(n))
 
 
-def _check_run(res, U, kappa):
+def _check_run(res, U, kappa, monotone=True):
     objs = [r["objective"] for r in res.history]
-    assert all(b <= a for a, b in zip(objs, objs[1:], strict=False))
+    assert not monotone or all(b <= a for a, b in zip(objs, objs[1:], strict=False))
     for r in res.history:  # "optimal" = every certified gap within its relative tolerance
         assert r["status_AB"] == "optimal" and r["status_CD"] == "optimal"
         assert r["max_gap_AB"] <= 1e-6 and r["max_gap_CD"] <= 1e-6
@@ -123,15 +123,36 @@ def test_hinge_loop_is_monotone_and_certified():
     assert res.history[-1]["objective"] < res.history[0]["objective"]
 
 
-def test_resume_continues_the_same_run(tmp_path):
+def test_data_subset_steps_decrease_their_subset_objective_and_are_certified():
+    U, y = _regression(seed=6, m=60)
+    res = fit_adjoint(U, y, task="regression", n_states=8, kappa=0.5, max_outer=8, batch_size=20,
+                      eta=0.5, init=_init(8, 2, 1, 6))
+    assert len(res.history) == 8  # a subset step that cannot decrease does not stop the run
+    _check_run(res, U, 0.5, monotone=False)  # the full-data objective may rise between subsets
+    for r in res.history:
+        assert r["batch_size"] == 20 and r["eta"] <= 0.5  # every iteration starts from the given η
+        assert r["batch_objective"] < r["batch_objective_before"] or not r["accepted"]
+    assert sum(r["accepted"] for r in res.history) >= 6
+    assert res.history[-1]["objective"] < res.history[0]["batch_objective_before"] * 2
+    # batch_size ≥ m is the full-batch reference, draw for draw
+    full = fit_adjoint(U, y, task="regression", n_states=8, kappa=0.5, max_outer=3, init=_init(8, 2, 1, 6))
+    same = fit_adjoint(U, y, task="regression", n_states=8, kappa=0.5, max_outer=3, batch_size=60,
+                       init=_init(8, 2, 1, 6))
+    np.testing.assert_array_equal(full.model.A, same.model.A)
+
+
+@pytest.mark.parametrize("batch_size", [None, 15])
+def test_resume_continues_the_same_run(tmp_path, batch_size):
     U, y = _regression(seed=4)
-    kw = dict(task="regression", n_states=6, kappa=0.5, min_rel_decrease=0.0, init=_init(6, 2, 1, 4))
+    kw = dict(task="regression", n_states=6, kappa=0.5, min_rel_decrease=0.0, init=_init(6, 2, 1, 4),
+              batch_size=batch_size)
     full = fit_adjoint(U, y, max_outer=4, **kw)
     assert len(full.history) == 4
     fit_adjoint(U, y, max_outer=2, run=RunLog(tmp_path), **kw)
     resumed = fit_adjoint(U, y, max_outer=4, run=RunLog(tmp_path, resume=True), **kw)
     assert [r["iteration"] for r in resumed.history] == [0, 1, 2, 3]
     assert np.isclose(resumed.history[-1]["objective"], full.history[-1]["objective"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.model.A, full.model.A, atol=1e-9)  # same subsets drawn
 
 
 def test_early_stopping_returns_the_best_validation_model():
@@ -148,7 +169,8 @@ def test_early_stopping_returns_the_best_validation_model():
 
 
 @pytest.mark.parametrize("bad, match", [(dict(anchor_mu=0.0), "anchor_mu"), (dict(eta=-1.0), "eta"),
-                                        (dict(kappa=1.5), "kappa"), (dict(lam_l1=-1.0), "penalties")])
+                                        (dict(kappa=1.5), "kappa"), (dict(lam_l1=-1.0), "penalties"),
+                                        (dict(batch_size=1), "batch_size")])
 def test_bad_arguments_are_named(bad, match):
     U, y = _regression(m=10)
     with pytest.raises(ValueError, match=match):

@@ -19,8 +19,10 @@ MODEL_KEYS = {"kappa", "inf_norm_A", "n_states", "n_params", "nnz", "nnz_fractio
               "equilibrium_residual"}
 
 SMALL = {
-    "adjoint": {"adjoint": {"max_outer": 3}, "model": {"n_states": 12, "kappa": 0.9, "include_D": False}},
-    "gradient": {"gradient": {"epochs": 4, "batch_size": 64}, "model": {"n_states": 12, "kappa": 0.9}},
+    "adjoint": {"adjoint": {"max_outer": 3, "batch_size": 100},
+                "model": {"n_states": 12, "kappa": 0.9, "include_D": False, "init": "data"}},
+    "gradient": {"gradient": {"epochs": 4, "batch_size": 64},
+                 "model": {"n_states": 12, "kappa": 0.9, "activation": "tanh"}},
     "fenchel": {"fenchel": {"max_outer": 2}, "model": {"n_states": 12, "kappa": 0.9}},
     "sim": {"sim": {"teacher_hidden": [16, 8], "teacher_max_iter": 100}, "model": {"kappa": 0.95}},
 }
@@ -67,6 +69,16 @@ def test_fit_writes_model_and_report_in_the_schema(method, tmp_path):
     assert model.metadata["classes"] == list(range(10))
     assert model.metadata["preprocessing"]["kind"] == "scale"
     assert (out / "A_sparsity.png").stat().st_size > 0
+    want_act = "tanh" if method == "gradient" else "relu"  # model.activation reaches the fit
+    assert {act.name for act, _, _ in model.activation.blocks} == {want_act}
+
+
+@pytest.mark.parametrize("method, model, key", [("fenchel", {"activation": "tanh"}, "model.activation"),
+                                                ("sim", {"init": "data"}, "model.init")])
+def test_model_keys_a_method_cannot_use_are_refused_by_name(method, model, key, tmp_path, capsys):
+    path = _config(tmp_path, method, model=model)
+    assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert f"'{key}'" in capsys.readouterr().err
 
 
 def test_resume_of_a_finished_run_gives_the_same_model(fitted):

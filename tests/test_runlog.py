@@ -59,6 +59,21 @@ def test_init_model_sources_and_errors(tmp_path):
         random_model(3, 2, 1, kappa=1.0)
 
 
+def test_data_init_starts_every_state_active_on_part_of_the_data():
+    U = np.random.default_rng(0).uniform(0, 1, (300, 10))  # inputs in [0, 1], like digits
+    kw = dict(n_inputs=10, n_outputs=3, n_states=40, kappa=0.9, seed=1)
+    plain, placed = init_model("random", **kw), init_model("data", U=U, **kw)
+    dead = (plain.equilibrium(U) <= 0).all(axis=0)
+    assert dead.sum() >= 3  # the defect spread_biases removes: states inactive on every row
+    active = (placed.equilibrium(U) > 0).mean(axis=0)
+    assert active.min() >= 0.05 and active.max() <= 0.95
+    for name in ("A", "B", "C", "D"):  # only the biases move; the draw is the "random" one
+        assert np.array_equal(getattr(plain, name), getattr(placed, name))
+    assert np.array_equal(placed.b_x, init_model("data", U=U, **kw).b_x)  # seeded
+    with pytest.raises(ValueError, match="pass U"):
+        init_model("data", **kw)
+
+
 # ---- history and checkpoints -----------------------------------------------------------------
 def test_history_checkpoint_resume_roundtrip(tmp_path):
     run = RunLog(tmp_path, checkpoint_every=2, keep=2)

@@ -7,6 +7,12 @@ Per outer iteration, at the equilibrium X of (A, B):
     A in the ℓ1 ball of radius κ, proximal anchor μ‖W − W_k‖², penalties scaled by 2η (a proximal-
     gradient step in the metric G + μI, so η → 0 returns W_k);
  4. accept iff the TRUE objective (equilibrium loss + penalties) decreased, else shrink η and retry.
+
+With `batch_size`, each outer iteration runs steps 1–4 on a fresh random subset of the training
+rows (the data-subset variant of §6.2 a): every step is still certified and decreases the true
+objective *of that subset*, the history records the full-data true objective beside it, and the
+final (C, D) refit uses all rows. On digits it generalizes better than the full-batch reference
+(experiments/results/training_digits.md), much as stochastic gradients do.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from ..robust.training import (
     s_bound_weights,
 )
 from ..wellposed import BALL_RTOL, check_kappa, inf_norm, project_inf_ball
-from .init import init_model
+from .init import as_generator, init_model
 from .objective import (
     FitResult,
     evaluate,
@@ -35,7 +41,7 @@ from .objective import (
     penalty_value,
     prepare_data,
 )
-from .runlog import EarlyStopping, progress_bar
+from .runlog import EarlyStopping, progress_bar, restore_rng, rng_state
 
 ETA_GROW = 2.0  # η after an accepted step
 ETA_SHRINK = 0.25  # η after a rejected trial
@@ -156,6 +162,7 @@ def fit_adjoint(
     anchor_mu: float = 1e-2,
     eta: float = 1.0,
     max_outer: int = 50,
+    batch_size: int | None = None,
     min_rel_decrease: float = 1e-7,
     tol: float = 1e-9,
     output_tol: float = 1e-8,
@@ -178,6 +185,9 @@ def fit_adjoint(
     the (C, D) fit; `anchor_mu` is μ relative to the mean Gram diagonal; η is adapted (×2 after an
     accepted step, ×¼ per rejected trial). Stops after `max_outer` iterations, when a step cannot
     decrease the true objective, or when the relative decrease falls below `min_rel_decrease`.
+    batch_size: None (or ≥ m) is the exact full-batch reference; an integer b runs each outer
+    iteration on b rows drawn at random (the two stopping rules above then do not apply: one
+    subset at its optimum says nothing of the next), and every iteration starts from the given η.
     With early_stopping and validation data, returns the model of least validation loss.
     s_bound: every (C, D) step is constrained to ‖S‖_∞ ≤ s_bound (DESIGN §7; ridge and anchor of
     that step then act in the ball's metric, see robust/training.py); the final model satisfies it.
@@ -193,10 +203,15 @@ def fit_adjoint(
         s_bound = check_s_value(s_bound)
     if int(max_outer) < 1:
         raise ValueError(f"max_outer={max_outer!r} must be a positive integer")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 2):
+        raise ValueError(f"batch_size={batch_size!r} must be an integer ≥ 2 or None (full batch)")
     U, Y, loss, q, U_val, Y_val = prepare_data(U, Y, task, loss, U_val, Y_val)
+    m = U.shape[0]
+    batched = batch_size is not None and batch_size < m
     penalties = (lam_l1, lam_l2)
+    rng = as_generator(seed)
     model = init_model(init, n_inputs=U.shape[1], n_outputs=q, n_states=n_states, kappa=kappa,
-                       seed=seed, activation=activation, include_D=include_D)
+                       seed=rng, activation=activation, include_D=include_D, U=U)
     history, start_it, elapsed0, best, state = [], 0, 0.0, None, {}
     if run is not None and run.resumed is not None:
         ck = run.resumed
@@ -204,6 +219,7 @@ def fit_adjoint(
                            kappa=kappa, include_D=include_D)
         state, start_it, best = ck.state, ck.iteration + 1, ck.models.get("best")
         history, eta, elapsed0 = run.history(), state["eta"], state["seconds"]
+        rng = restore_rng(state["rng"]) if "rng" in state else rng  # older checkpoints: no subsets
     stopper = EarlyStopping(patience) if early_stopping and U_val is not None else None
     if stopper is not None and state.get("early_stopping"):
         stopper.load_state(state["early_stopping"])
@@ -217,19 +233,27 @@ def fit_adjoint(
     it = start_it - 1
     for it in range(start_it, max_outer):
         t_it = time.perf_counter()
-        obj_before = obj
-        model, cd = output_step(model, X, U, Y, loss, **out_kw)
-        obj = _objective(model, X, U, Y, loss, penalties)
+        rows = np.sort(rng.choice(m, batch_size, replace=False)) if batched else slice(None)
+        Ub, Yb, Xb = U[rows], Y[rows], X[rows]  # X holds the exact equilibrium of every row
+        obj_before = _objective(model, Xb, Ub, Yb, loss, penalties) if batched else obj
+        model, cd = output_step(model, Xb, Ub, Yb, loss, **out_kw)
+        step_obj = _objective(model, Xb, Ub, Yb, loss, penalties)
         if s_bound is not None:  # that step restores ‖S‖_∞ ≤ s after (A, B) moved: it may rise
-            obj_before = obj
-        model, X, obj, eta_used, accepted, trials, gap_ab, status_ab = _state_step(
-            model, X, U, Y, loss, penalties, obj, eta, cfg, solve_kw)
-        eta = eta_used * ETA_GROW if accepted else eta_used
+            obj_before = step_obj
+        model, Xb, step_obj, eta_used, accepted, trials, gap_ab, status_ab = _state_step(
+            model, Xb, Ub, Yb, loss, penalties, step_obj, eta, cfg, solve_kw)
+        if not batched:  # a subset's step length says little about the next subset's: keep η
+            eta = eta_used * ETA_GROW if accepted else eta_used
+        X[rows] = Xb  # warm start of the full-data evaluation
         rec, X = evaluate(model, U, Y, task, loss, penalties, X0=X, tol=EQ_TOL)
-        rec = {"iteration": it, "objective": rec.pop("train_objective"), **rec,
+        obj = rec.pop("train_objective")
+        rec = {"iteration": it, "objective": obj, **rec,
                "equilibrium_residual": rec["train_residual"], "eta": eta_used,
                "accepted": accepted, "trials": trials, "max_gap_AB": gap_ab, "status_AB": status_ab,
                "max_gap_CD": cd.gap, "status_CD": cd.status, "inf_norm_A": inf_norm(model.A)}
+        if batched:
+            rec.update(batch_size=int(batch_size), batch_objective_before=obj_before,
+                       batch_objective=step_obj)
         if U_val is not None:
             val, _ = evaluate(model, U_val, Y_val, task, loss, penalties, tol=EQ_TOL, prefix="val")
             rec.update(val)
@@ -240,13 +264,13 @@ def fit_adjoint(
         history.append(rec)
         bar.update()
         bar.set_postfix(objective=f"{obj:.5g}", eta=f"{eta_used:.2g}")
-        rel = (obj_before - obj) / max(abs(obj_before), 1e-300)
-        stop = (not accepted or rel < min_rel_decrease
+        rel = (obj_before - step_obj) / max(abs(obj_before), 1e-300)
+        stop = ((not batched and (not accepted or rel < min_rel_decrease))
                 or (stopper is not None and stopper.should_stop) or it == max_outer - 1)
         if run is not None:
             run.log(rec)
             if run.due(it, final=stop):
-                ck_state = {"eta": eta, "seconds": rec["seconds"],
+                ck_state = {"eta": eta, "seconds": rec["seconds"], "rng": rng_state(rng),
                             "early_stopping": stopper.state() if stopper is not None else None}
                 run.checkpoint(it, model, ck_state, {"X": X}, {"best": best} if best is not None else None)
         if stop:

@@ -212,7 +212,7 @@ def fit_fenchel(
         raise ValueError(f"penalties must be ≥ 0, got lam_l1={lam_l1}, lam_l2={lam_l2}")
     rng = as_generator(seed)
     model = init_model(init, n_inputs=U.shape[1], n_outputs=q, n_states=n_states, kappa=kappa,
-                       seed=rng, include_D=include_D)
+                       seed=rng, include_D=include_D, U=U)
     if any(act.name != "relu" for act, _, _ in model.activation.blocks):
         raise ValueError(
             f"method 'fenchel' needs ReLU states (its Fenchel divergence is ReLU's), got activation "

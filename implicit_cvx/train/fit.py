@@ -26,6 +26,8 @@ SCHEMA = {
     },
     "model": {
         "n_states": Field("int", 64, low=1),
+        "init": Field("str", "random",
+                      help="random | data (biases placed inside the data) | path to a saved model"),
         "kappa": Field("float", 0.95, low=0, high=1, open_low=True, open_high=True),
         "activation": Field("str", "relu", choices=("relu", "leaky_relu", "tanh", "sigmoid", "identity")),
         "include_D": Field("bool", True, help="direct input-output path D"),
@@ -47,6 +49,7 @@ SCHEMA = {
     },
     "adjoint": {
         "max_outer": Field("int", 50, low=1),
+        "batch_size": Field("int", None, low=2, help="rows per outer iteration (None: full batch)"),
         "eta": Field("float", 1.0, low=0, open_low=True),
         "anchor_mu": Field("float", 1e-2, low=0, open_low=True),
         "lam_l1": Field("float", 0.0, low=0),
@@ -108,7 +111,13 @@ def _teacher(cfg, ds, U, y):
 def _method_kwargs(cfg: dict, ds, U, y) -> dict:
     method, model_cfg, run_cfg = cfg["method"], cfg["model"], cfg["run"]
     common = dict(task=ds.task, seed=cfg["seed"])
+    if method in ("sim", "fenchel") and model_cfg["activation"] != "relu":
+        raise ConfigError(f"config key 'model.activation': value {model_cfg['activation']!r} is not "
+                          f"allowed with method {method!r}; allowed: 'relu' (use adjoint or gradient)")
     if method == "sim":
+        if model_cfg["init"] != "random":
+            raise ConfigError("config key 'model.init' is not used by method 'sim' (the teacher "
+                              "gives the states); remove it")
         s = dict(cfg["sim"])
         teacher = _teacher(cfg, ds, U, y)
         s.pop("teacher_hidden"), s.pop("teacher_max_iter")
@@ -116,11 +125,13 @@ def _method_kwargs(cfg: dict, ds, U, y) -> dict:
                     include_D=model_cfg["include_D"], n_jobs=run_cfg["n_jobs"],
                     backend=run_cfg["backend"], address=run_cfg["address"], **s)
     kwargs = dict(common, n_states=model_cfg["n_states"], kappa=model_cfg["kappa"],
-                  include_D=model_cfg["include_D"], loss=cfg["loss"], **cfg[method])
+                  include_D=model_cfg["include_D"], init=model_cfg["init"], loss=cfg["loss"],
+                  **cfg[method])
     if method in ("adjoint", "fenchel") and run_cfg["backend"] != "serial":
         kwargs.update(n_jobs=run_cfg["n_jobs"], backend=run_cfg["backend"])
     if method in ("adjoint", "gradient"):
-        kwargs.update(early_stopping=run_cfg["early_stopping"], patience=run_cfg["patience"])
+        kwargs.update(activation=model_cfg["activation"], early_stopping=run_cfg["early_stopping"],
+                      patience=run_cfg["patience"])
     return kwargs
 
 

@@ -116,7 +116,7 @@ def fit_gradient(
         raise ValueError(f"lam_l2={lam_l2!r} must be ≥ 0")
     rng = as_generator(seed)
     model = init_model(init, n_inputs=U.shape[1], n_outputs=q, n_states=n_states, kappa=kappa,
-                       seed=rng, activation=activation, include_D=include_D)
+                       seed=rng, activation=activation, include_D=include_D, U=U)
     names = ("A", "B", "C") + (("D",) if include_D else ()) + ("b_x", "b_y")
     opt = _Optimizer(names, [getattr(model, k).shape for k in names], optimizer, lr)
     X_cache = np.zeros((m, model.n_states))

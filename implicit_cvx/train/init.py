@@ -55,6 +55,24 @@ def random_model(
     return ImplicitModel(A, B, C, D, b_x=b_x, activation=activation, metadata={"kappa": kappa})
 
 
+SPREAD_PASSES = 3  # bias/equilibrium passes of spread_biases (the kinks move with the states)
+
+
+def spread_biases(model: ImplicitModel, U, seed=0) -> ImplicitModel:
+    """The model with b_x placed so that each state starts active on a random 20–80 % of the rows
+    of U. A ReLU state inactive on every row gets neither gradient nor adjoint signal and never
+    recovers; with b_x ~ N(0, 1) on inputs in [0, 1], a quarter of the states start that way."""
+    rng = as_generator(seed)
+    U = np.asarray(U, dtype=float)
+    A, B = _dense(model.A), _dense(model.B)
+    quantiles = rng.uniform(0.2, 0.8, model.n_states)
+    for _ in range(SPREAD_PASSES):
+        Z = model.equilibrium(U) @ A.T + U @ B.T  # pre-activations without the bias
+        b_x = -np.array([np.quantile(Z[:, i], q) for i, q in enumerate(quantiles)])  # n ≤ 10³ calls
+        model = model.with_weights(b_x=b_x)
+    return model
+
+
 def _dense(M) -> np.ndarray:
     return M.toarray() if sp.issparse(M) else np.array(M, dtype=float)
 
@@ -69,24 +87,35 @@ def init_model(
     seed=0,
     activation="relu",
     include_D: bool = True,
+    U=None,
 ) -> ImplicitModel:
-    """The starting model of a fit: "random"/None, a path to a saved model, or an ImplicitModel.
+    """The starting model of a fit: "random"/None, "data" (random, then `spread_biases` on the
+    training inputs U), a path to a saved model, or an ImplicitModel.
 
     Shapes are checked against the data (n_inputs = p, n_outputs = q) and n_states; the model
     must lie in the κ-ball; weights are returned dense (a copy, the input is never modified).
     """
     kappa = check_kappa(kappa)
-    if init is None or (isinstance(init, str) and init == "random"):
+    if init is None or (isinstance(init, str) and init in ("random", "data")):
         if n_states is None:
             raise ValueError("n_states is required for a random initial model")
-        return random_model(n_states, n_inputs, n_outputs, kappa, seed, activation, include_D)
+        rng = as_generator(seed)
+        model = random_model(n_states, n_inputs, n_outputs, kappa, rng, activation, include_D)
+        if init == "data":
+            if U is None:
+                raise ValueError("init='data' places the biases from the training inputs: pass U")
+            model = spread_biases(model, U, rng)
+        return model
     if isinstance(init, (str, os.PathLike)):
         if not os.path.exists(init):
-            raise ValueError(f"init={str(init)!r} is neither 'random' nor an existing model file")
+            raise ValueError(
+                f"init={str(init)!r} is neither 'random', 'data' nor an existing model file"
+            )
         init = ImplicitModel.load(init)
     if not isinstance(init, ImplicitModel):
         raise ValueError(
-            f"init must be 'random', a model file path or an ImplicitModel, got {type(init).__name__}"
+            f"init must be 'random', 'data', a model file path or an ImplicitModel, got "
+            f"{type(init).__name__}"
         )
     got = (init.n_inputs, init.n_outputs)
     if got != (n_inputs, n_outputs):
