@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from .activations import ActivationMap
 from .model import ImplicitModel, _as_vector
+from .wellposed import as_matrix
 
 _SKLEARN_ACTIVATIONS = {
     "relu": "relu",
@@ -174,17 +175,7 @@ def _as_layer(index: int, layer):
             raise ValueError(f"layer {index}: bad conv2d fields ({exc})") from None
     if isinstance(layer, Conv2d):
         return layer
-    return _as_weight(f"layer {index}", layer)
-
-
-def _as_weight(name: str, M):
-    """A 2-D (out, in) weight as CSR (if sparse) or a dense float array."""
-    if sp.issparse(M):
-        return sp.csr_matrix(M, dtype=float)
-    M = np.asarray(M, dtype=float)
-    if M.ndim != 2:
-        raise ValueError(f"{name}: weight must be a 2-D (out, in) matrix, got shape {M.shape}")
-    return M
+    return as_matrix(layer, f"layer {index}: weight")
 
 
 def _linear_map(index: int, layer, bias, prev_shape):
@@ -318,7 +309,7 @@ def from_sklearn(estimator) -> ImplicitModel:
 def residual_block(W1, W2, b1=None, b2=None, activation="relu") -> ImplicitModel:
     """y = φ(u + W2 φ(W1 u + b1) + b2) with state x = (x_out, x_in) (DESIGN §4):
     A = [[0, W2], [0, 0]], B = [I; W1], C = [I, 0], D = 0, b_x = (b2; b1)."""
-    W1, W2 = _as_weight("W1", W1), _as_weight("W2", W2)
+    W1, W2 = as_matrix(W1, "W1"), as_matrix(W2, "W2")
     h, p = W1.shape
     if W2.shape != (p, h):
         raise ValueError(

@@ -34,7 +34,7 @@ _CHUNK_ENTRIES = 1 << 22  # rows are projected in chunks of about this many entr
 
 
 # ---- norms and κ ------------------------------------------------------------------------------
-def _check_matrix(A, name: str = "A"):
+def as_matrix(A, name: str = "A"):
     """A as a float ndarray or a scipy.sparse CSR matrix; 2-D or a ValueError."""
     if sp.issparse(A):
         return sp.csr_matrix(A, dtype=float)
@@ -46,7 +46,7 @@ def _check_matrix(A, name: str = "A"):
 
 def row_l1_norms(A) -> np.ndarray:
     """Σ_j |A_ij| for every row i (dense or sparse A)."""
-    A = _check_matrix(A)
+    A = as_matrix(A)
     if sp.issparse(A):
         return np.asarray(abs(A).sum(axis=1)).ravel()
     return np.abs(A).sum(axis=1)
@@ -194,7 +194,7 @@ def pf_eigenvalue(A, structure: BlockStructure | None = None) -> float:
 
     Acyclic components contribute exactly 0, so a nilpotent |A| (feed-forward) gives 0.
     """
-    A = _check_matrix(A)
+    A = as_matrix(A)
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square (n×n), got shape {A.shape}")
     lam = _block_stats(A, structure or block_structure(A))[0]
@@ -282,7 +282,7 @@ def project_inf_ball(A, kappa):
     CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection (DESIGN §3).
     """
     kappa = check_kappa(kappa)
-    A = _check_matrix(A)
+    A = as_matrix(A)
     if sp.issparse(A):
         if not np.all(np.isfinite(A.data)):
             raise ValueError(f"A (shape {A.shape}) contains NaN or inf")
@@ -380,7 +380,7 @@ def wellposedness_report(A, kappa=None) -> dict:
     The equilibrium solvers refuse to run when "well_posed" is False, quoting "reason".
     With κ given, also reports "in_ball" (‖A‖_∞ ≤ κ(1 + BALL_RTOL)) and "pf<kappa" (rescalable).
     """
-    A = _check_matrix(A)
+    A = as_matrix(A)
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square (n×n), got shape {A.shape}")
     structure = block_structure(A)
