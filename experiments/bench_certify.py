@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from implicit_cvx.files import package_versions, write_json_atomic
 from implicit_cvx.model import ImplicitModel
-from implicit_cvx.report import package_versions, write_json_atomic
 from implicit_cvx.robust import certify, margin_lower_bounds
 
 EPS_DIGITS = (0.005, 0.01, 0.02, 0.05)

@@ -1,7 +1,7 @@
 """Small helpers shared by the experiment scripts: arguments, BLAS threads, result tables.
 
 Scripts run as `python experiments/<script>.py`, so this module is imported as `common`.
-Results land in experiments/results/ as CSV + markdown tables and JSON (via report.write_json_atomic).
+Results land in experiments/results/ as CSV + markdown tables and JSON (via files.write_json_atomic).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from implicit_cvx.report import package_versions, write_json_atomic
+from implicit_cvx.files import package_versions, write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

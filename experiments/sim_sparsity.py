@@ -24,7 +24,7 @@ from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
 from implicit_cvx.data import load_dataset
-from implicit_cvx.report import package_versions, write_json_atomic
+from implicit_cvx.files import package_versions, write_json_atomic
 from implicit_cvx.train.sim import sim_path
 
 RESULTS = Path(__file__).resolve().parent / "results"

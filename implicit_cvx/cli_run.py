@@ -132,6 +132,7 @@ def cmd_attack(args) -> int:
         attack = sensitivity_attack if args.kind == "sensitivity" else gradient_attack
         res = attack(model, U, y, fraction=args.fraction, domain=domain, rng=rng)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     report = base_report("attack", method=model.metadata.get("method"), task="classification",
                          dataset=args.dataset, seed=args.seed)
     report.update(attack_kind=args.kind, fraction=args.fraction if args.kind != "pgd" else None,

@@ -18,8 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .activations import ActivationMap
-from .model import ImplicitModel, _as_vector
-from .wellposed import as_matrix
+from .model import ImplicitModel
+from .numerics import check_matrix, check_vector
 
 _SKLEARN_ACTIVATIONS = {
     "relu": "relu",
@@ -157,7 +157,7 @@ class Conv2d:
         if shape is None:
             raise ValueError("Conv2d needs input_shape (C, H, W) unless it follows another Conv2d")
         M, out_shape = conv2d_matrix(self.weight, shape, self.stride, self.padding)
-        bias = _as_vector("conv bias", self.bias, out_shape[0])
+        bias = check_vector("conv bias", self.bias, out_shape[0])
         return M, np.repeat(bias, out_shape[1] * out_shape[2]), out_shape
 
 
@@ -175,7 +175,7 @@ def _as_layer(index: int, layer):
             raise ValueError(f"layer {index}: bad conv2d fields ({exc})") from None
     if isinstance(layer, Conv2d):
         return layer
-    return as_matrix(layer, f"layer {index}: weight")
+    return check_matrix(f"layer {index}: weight", layer)
 
 
 def _linear_map(index: int, layer, bias, prev_shape):
@@ -190,7 +190,7 @@ def _linear_map(index: int, layer, bias, prev_shape):
             return layer.linear_map(prev_shape)
         except ValueError as exc:
             raise ValueError(f"layer {index}: {exc}") from None
-    return layer, _as_vector(f"bias of layer {index}", bias, layer.shape[0]), None
+    return layer, check_vector(f"bias of layer {index}", bias, layer.shape[0]), None
 
 
 # ---- feed-forward networks ----------------------------------------------------------------------
@@ -309,7 +309,7 @@ def from_sklearn(estimator) -> ImplicitModel:
 def residual_block(W1, W2, b1=None, b2=None, activation="relu") -> ImplicitModel:
     """y = φ(u + W2 φ(W1 u + b1) + b2) with state x = (x_out, x_in) (DESIGN §4):
     A = [[0, W2], [0, 0]], B = [I; W1], C = [I, 0], D = 0, b_x = (b2; b1)."""
-    W1, W2 = as_matrix(W1, "W1"), as_matrix(W2, "W2")
+    W1, W2 = check_matrix("W1", W1), check_matrix("W2", W2)
     h, p = W1.shape
     if W2.shape != (p, h):
         raise ValueError(
@@ -323,7 +323,7 @@ def residual_block(W1, W2, b1=None, b2=None, activation="relu") -> ImplicitModel
         B=_assemble([[eye], [W1]], sizes, [p], sparse),
         C=_assemble([[eye, None]], [p], sizes, sparse),
         D=_assemble([[None]], [p], [p], sparse),
-        b_x=np.concatenate([_as_vector("b2", b2, p), _as_vector("b1", b1, h)]),
+        b_x=np.concatenate([check_vector("b2", b2, p), check_vector("b1", b1, h)]),
         activation=activation,
     )
 

@@ -18,8 +18,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from .numerics import inf_norm, times_transpose
 from .structure import BlockStructure, block_structure
-from .wellposed import inf_norm, wellposedness_report
+from .wellposed import wellposedness_report
 
 ANDERSON_MEMORY = 5
 # Anderson is chosen over Picard when ‖A_block‖_∞ reaches this (Picard's worst-case rate).
@@ -70,13 +71,6 @@ class IllPosedError(ValueError):
 
 
 # ---- small numerical helpers ----------------------------------------------------------------
-def times_transpose(X: np.ndarray, M) -> np.ndarray:
-    """X Mᵀ for a dense or scipy.sparse M (samples as rows of X)."""
-    if sp.issparse(M):
-        return np.asarray((M @ X.T).T)
-    return X @ M.T
-
-
 def _index(idx: np.ndarray):
     """A contiguous sorted index array as a slice (views, no copies), else the array itself."""
     if idx.size and idx[-1] - idx[0] + 1 == idx.size:

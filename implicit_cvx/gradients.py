@@ -19,8 +19,8 @@ from .equilibrium import (
     run_kernel,
     sub_block,
     sweep_plan,
-    times_transpose,
 )
+from .numerics import times_transpose
 
 # Cyclic blocks up to this size get a batched direct solve (cost m·k³/3 beats ~30 sweeps of m·k²).
 DIRECT_MAX = 32

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy as _copy
 import json
-import os
-import uuid
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,6 +12,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from .activations import ActivationMap
+from .equilibrium import solve_equilibrium
+from .files import package_versions, write_npz_atomic
+from .numerics import check_matrix, check_vector
+from .wellposed import wellposedness_report
 
 FORMAT_NAME = "implicit_cvx.model"
 FORMAT_VERSION = 1
@@ -31,41 +33,6 @@ _DEFAULT_METADATA = {
 }
 
 
-def _as_matrix(name: str, M, shape: tuple[int | None, int | None]):
-    """Validate one weight matrix: 2-D, expected shape, finite; keep sparse as CSR."""
-    if sp.issparse(M):
-        M = sp.csr_matrix(M, dtype=float)
-        data = M.data
-    else:
-        try:
-            M = np.array(M, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be a numeric matrix: {exc}") from None
-        data = M
-    if M.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {M.shape}")
-    for axis, want in enumerate(shape):
-        if want is not None and M.shape[axis] != want:
-            raise ValueError(
-                f"{name} has shape {M.shape}, expected "
-                f"({', '.join('?' if s is None else str(s) for s in shape)})"
-            )
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{name} (shape {M.shape}) contains NaN or inf")
-    return M
-
-
-def _as_vector(name: str, v, size: int) -> np.ndarray:
-    if v is None:
-        return np.zeros(size)
-    v = np.asarray(v, dtype=float)
-    if v.ndim != 1 or v.shape[0] != size:
-        raise ValueError(f"{name} has shape {v.shape}, expected ({size},)")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} (shape {v.shape}) contains NaN or inf")
-    return v
-
-
 def _json_default(obj):
     """numpy scalars and arrays become plain JSON; anything else is refused."""
     if isinstance(obj, np.generic):
@@ -77,8 +44,6 @@ def _json_default(obj):
 
 def _file_metadata(metadata: dict) -> dict:
     """The metadata a model file carries: every standard key present, versions filled in."""
-    from .report import package_versions
-
     meta = _copy.deepcopy({**_DEFAULT_METADATA, **metadata})
     meta["preprocessing"] = meta["preprocessing"] or _DEFAULT_METADATA["preprocessing"]
     provenance = meta["provenance"] or {}
@@ -177,24 +142,6 @@ def _read_header(path: Path, arrays: dict) -> dict:
     return header
 
 
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    """Write an .npz next to `path` and rename it into place, so readers never see half a file."""
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"cannot save model to {path}: directory {path.parent} does not exist"
-        )
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class ImplicitModel:
     """An implicit model (DESIGN §2). Weights may be dense arrays or scipy.sparse matrices.
 
@@ -203,18 +150,18 @@ class ImplicitModel:
     """
 
     def __init__(self, A, B, C, D, b_x=None, b_y=None, activation="relu", metadata=None):
-        A = _as_matrix("A", A, (None, None))
+        A = check_matrix("A", A, (None, None))
         n = A.shape[0]
         if A.shape[1] != n:
             raise ValueError(f"A must be square (n×n), got shape {A.shape}")
-        B = _as_matrix("B", B, (n, None))
+        B = check_matrix("B", B, (n, None))
         p = B.shape[1]
-        C = _as_matrix("C", C, (None, n))
+        C = check_matrix("C", C, (None, n))
         q = C.shape[0]
-        D = _as_matrix("D", D, (q, p))
+        D = check_matrix("D", D, (q, p))
         self.A, self.B, self.C, self.D = A, B, C, D
-        self.b_x = _as_vector("b_x", b_x, n)
-        self.b_y = _as_vector("b_y", b_y, q)
+        self.b_x = check_vector("b_x", b_x, n)
+        self.b_y = check_vector("b_y", b_y, q)
         self.activation = ActivationMap.build(activation, n)
         self.metadata = dict(metadata or {})
 
@@ -264,8 +211,6 @@ class ImplicitModel:
 
     def equilibrium(self, U, method: str = "auto", return_info: bool = False, **options):
         """X (m, n) solving X = φ(XAᵀ + UBᵀ + b_x); options go to `solve_equilibrium`."""
-        from .equilibrium import solve_equilibrium
-
         U = self.check_inputs(U)
         X, info = solve_equilibrium(self, U, method=method, **options)
         return (X, info) if return_info else X
@@ -326,7 +271,9 @@ class ImplicitModel:
                 "lists and dicts"
             ) from None
         arrays[_HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        _atomic_savez(path, arrays)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot save model to {path}: directory {path.parent} does not exist")
+        write_npz_atomic(path, arrays)
         return path
 
     @classmethod
@@ -358,8 +305,6 @@ class ImplicitModel:
     # ---- summaries ---------------------------------------------------------------------------
     def describe(self) -> dict:
         """Sizes, sparsity, ‖A‖_∞, λ_pf(|A|), well-posedness and activation: `implicit-cvx info`."""
-        from .wellposed import wellposedness_report
-
         report = wellposedness_report(self.A)
         return {
             "n_states": self.n_states,

@@ -4,19 +4,27 @@ diagonal rescaling into the ball, and a report of which sufficient condition hol
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .model import ImplicitModel
+from .numerics import (
+    BALL_RTOL,
+    check_kappa,
+    check_matrix,
+    in_ball,
+    inf_norm,
+    project_l1_ball_rows,
+    row_chunks,
+    row_l1_norms,
+)
 from .structure import BlockStructure, block_structure
 
 __all__ = [
     "BALL_RTOL",
     "block_structure",
     "check_kappa",
+    "in_ball",
     "inf_norm",
     "pf_eigenvalue",
     "project_inf_ball",
@@ -26,50 +34,9 @@ __all__ = [
     "wellposedness_report",
 ]
 
-BALL_RTOL = 1e-12  # the one ball tolerance: ‖A‖_∞ ≤ κ(1 + BALL_RTOL)
 _BATCH_MAX = 32  # cyclic components up to this size: one stacked dense eig per size
 _DENSE_EIG_MAX = 500  # larger ones up to this size: dense eig; beyond: ARPACK
 _PF_RTOL = 1e-11  # λ_pf is certified within Collatz–Wielandt bounds hi − lo ≤ _PF_RTOL·hi
-_CHUNK_ENTRIES = 1 << 22  # rows are projected in chunks of about this many entries
-
-
-# ---- norms and κ ------------------------------------------------------------------------------
-def as_matrix(A, name: str = "A"):
-    """A as a float ndarray or a scipy.sparse CSR matrix; 2-D or a ValueError."""
-    if sp.issparse(A):
-        return sp.csr_matrix(A, dtype=float)
-    A = np.asarray(A, dtype=float)
-    if A.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix, got shape {A.shape}")
-    return A
-
-
-def row_l1_norms(A) -> np.ndarray:
-    """Σ_j |A_ij| for every row i (dense or sparse A)."""
-    A = as_matrix(A)
-    if sp.issparse(A):
-        return np.asarray(abs(A).sum(axis=1)).ravel()
-    return np.abs(A).sum(axis=1)
-
-
-def inf_norm(A) -> float:
-    """‖A‖_∞ = max_i Σ_j |A_ij| (0 for an empty matrix); an upper bound on λ_pf(|A|)."""
-    norms = row_l1_norms(A)
-    return float(norms.max()) if norms.size else 0.0
-
-
-def check_kappa(kappa) -> float:
-    """κ as a float, or a ValueError unless 0 < κ < 1 (the ball ‖A‖_∞ ≤ κ must be a contraction)."""
-    try:
-        value = float(kappa)
-    except (TypeError, ValueError):
-        raise ValueError(f"kappa must be a number in (0, 1), got {kappa!r}") from None
-    if not (np.isfinite(value) and 0.0 < value < 1.0):
-        raise ValueError(
-            f"kappa={kappa!r} is outside (0, 1): well-posedness needs ‖A‖_∞ ≤ κ < 1 "
-            "(a contraction), and κ = 0 would force A = 0; choose e.g. kappa=0.95"
-        )
-    return value
 
 
 # ---- Perron–Frobenius eigenvalue ---------------------------------------------------------------
@@ -194,7 +161,7 @@ def pf_eigenvalue(A, structure: BlockStructure | None = None) -> float:
 
     Acyclic components contribute exactly 0, so a nilpotent |A| (feed-forward) gives 0.
     """
-    A = as_matrix(A)
+    A = check_matrix("A", A)
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square (n×n), got shape {A.shape}")
     lam = _block_stats(A, structure or block_structure(A))[0]
@@ -202,60 +169,6 @@ def pf_eigenvalue(A, structure: BlockStructure | None = None) -> float:
 
 
 # ---- projection onto the κ-ball ----------------------------------------------------------------
-def _radii(radius, m: int) -> np.ndarray:
-    """The per-row radii: a scalar broadcast to m rows, or an (m,) array; finite and ≥ 0."""
-    r = np.asarray(radius, dtype=float)
-    if r.ndim == 0:
-        r = np.full(m, float(r))
-    elif r.shape != (m,):
-        raise ValueError(f"radius must be a scalar or have shape ({m},), got shape {r.shape}")
-    if not np.all(np.isfinite(r) & (r >= 0)):
-        raise ValueError(f"radius must be finite and nonnegative, got {radius!r}")
-    return r
-
-
-def _project_dense_rows(V: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """ℓ1-ball projection of rows known to lie outside (Duchi et al. 2008, sort-based).
-
-    Threshold θ = max_j (S_j − r)/j over the partial sums S_j of the sorted |v|; then
-    w = sign(v)·max(|v| − θ, 0). Rounding overshoot of Σ|w| is removed by a tiny shrink.
-    """
-    absv = np.abs(V)
-    partial = np.cumsum(-np.sort(-absv, axis=1), axis=1)
-    theta = np.max((partial - r[:, None]) / np.arange(1, V.shape[1] + 1), axis=1)
-    W = np.sign(V) * np.maximum(absv - np.maximum(theta, 0.0)[:, None], 0.0)
-    total = np.abs(W).sum(axis=1)
-    over = total > r
-    W[over] *= (r[over] / total[over] * (1.0 - 1e-14))[:, None]
-    return W
-
-
-def _row_chunks(rows: np.ndarray, width: int):
-    step = max(1, _CHUNK_ENTRIES // max(width, 1))
-    return (rows[i : i + step] for i in range(0, rows.size, step))
-
-
-def project_l1_ball_rows(V, radius) -> np.ndarray:
-    """Euclidean projection of each row of V onto {v : ‖v‖_1 ≤ radius} (scalar or per-row).
-
-    Exact and vectorized over rows, O(d log d) per row; rows with ‖v‖_1 ≤ radius(1 + BALL_RTOL)
-    are returned unchanged bit for bit, projected rows satisfy ‖w‖_1 ≤ radius. A 1-D V is one row.
-    """
-    V = np.asarray(V, dtype=float)
-    single = V.ndim == 1
-    V2 = V[None, :] if single else V
-    if V2.ndim != 2:
-        raise ValueError(f"V must be a vector or a matrix of rows, got shape {V.shape}")
-    if not np.all(np.isfinite(V2)):
-        raise ValueError(f"V (shape {V.shape}) contains NaN or inf")
-    r = _radii(radius, V2.shape[0])
-    out = V2.copy()
-    outside = np.flatnonzero(np.abs(V2).sum(axis=1) > r * (1.0 + BALL_RTOL))
-    for rows in _row_chunks(outside, V2.shape[1]):
-        out[rows] = _project_dense_rows(V2[rows], r[rows])
-    return out[0] if single else out
-
-
 def _project_csr_rows(A: sp.csr_matrix, kappa: float) -> sp.csr_matrix:
     """Row-wise ℓ1 projection of the stored entries of a CSR matrix (zero-padded dense chunks)."""
     A = A.copy()
@@ -263,14 +176,14 @@ def _project_csr_rows(A: sp.csr_matrix, kappa: float) -> sp.csr_matrix:
     lengths = np.diff(A.indptr)
     outside = np.flatnonzero(row_l1_norms(A) > kappa * (1.0 + BALL_RTOL))
     width = int(lengths[outside].max()) if outside.size else 0
-    for rows in _row_chunks(outside, width):
+    for rows in row_chunks(outside, width):
         counts = lengths[rows]
         row_of = np.repeat(np.arange(rows.size), counts)
         pos = np.arange(row_of.size) - np.repeat(np.cumsum(counts) - counts, counts)
         src = np.repeat(A.indptr[rows], counts) + pos
         pad = np.zeros((rows.size, width))
         pad[row_of, pos] = A.data[src]
-        A.data[src] = _project_dense_rows(pad, np.full(rows.size, kappa))[row_of, pos]
+        A.data[src] = project_l1_ball_rows(pad, kappa)[row_of, pos]
     A.eliminate_zeros()
     return A
 
@@ -282,7 +195,7 @@ def project_inf_ball(A, kappa):
     CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection (DESIGN §3).
     """
     kappa = check_kappa(kappa)
-    A = as_matrix(A)
+    A = check_matrix("A", A)
     if sp.issparse(A):
         if not np.all(np.isfinite(A.data)):
             raise ValueError(f"A (shape {A.shape}) contains NaN or inf")
@@ -301,7 +214,7 @@ def _resolvent_weights(A, kappa: float) -> np.ndarray:
     return np.atleast_1d(w)
 
 
-def _scaled_model(model: ImplicitModel, w: np.ndarray, note: dict) -> ImplicitModel:
+def _scaled_model(model, w: np.ndarray, note: dict):
     """(SAS⁻¹, SB, S b_x, CS⁻¹, D, b_y) with S = diag(1/w), normalised to geometric mean 1."""
     log_w = np.log(w)
     w = np.exp(log_w - log_w.mean())
@@ -312,14 +225,12 @@ def _scaled_model(model: ImplicitModel, w: np.ndarray, note: dict) -> ImplicitMo
         A = model.A * s[:, None] * w[None, :]
     B = (sp.diags(s) @ model.B).tocsr() if sp.issparse(model.B) else model.B * s[:, None]
     C = (model.C @ sp.diags(w)).tocsr() if sp.issparse(model.C) else model.C * w[None, :]
-    metadata = copy.deepcopy(model.metadata)
-    metadata["rescaling"] = {**note, "inf_norm_after": inf_norm(A)}
-    return ImplicitModel(
-        A, B, C, model.D, s * model.b_x, model.b_y, model.activation, metadata=metadata
-    )
+    out = model.with_weights(A=A, B=B, C=C, b_x=s * model.b_x)
+    out.metadata["rescaling"] = {**note, "inf_norm_after": inf_norm(A)}
+    return out
 
 
-def rescale(model: ImplicitModel, kappa, method: str = "resolvent") -> ImplicitModel:
+def rescale(model, kappa, method: str = "resolvent"):
     """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (DESIGN §3, paper §2.5).
 
     method="resolvent": w = (κI − |A|)⁻¹𝟙, any A with λ_pf(|A|) < κ. method="pf": w = Perron
@@ -364,7 +275,7 @@ def rescale(model: ImplicitModel, kappa, method: str = "resolvent") -> ImplicitM
             f"(λ_pf(|A|) = {lam:.6g} is too close to κ = {kappa:g}); use a larger κ"
         )
     out = _scaled_model(model, w, note)
-    if inf_norm(out.A) > kappa * (1.0 + BALL_RTOL):  # a guard: the theory gives κ − 1/w_i < κ
+    if not in_ball(out.A, kappa):  # a guard: the theory gives κ − 1/w_i < κ
         raise ValueError(
             f"rescale ({method}) reached ‖A‖_∞ = {inf_norm(out.A):.17g} > κ = {kappa:g} in "
             f"floating point (λ_pf(|A|) = {lam:.6g} is too close to κ); use a larger κ"
@@ -380,7 +291,7 @@ def wellposedness_report(A, kappa=None) -> dict:
     The equilibrium solvers refuse to run when "well_posed" is False, quoting "reason".
     With κ given, also reports "in_ball" (‖A‖_∞ ≤ κ(1 + BALL_RTOL)) and "pf<kappa" (rescalable).
     """
-    A = as_matrix(A)
+    A = check_matrix("A", A)
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square (n×n), got shape {A.shape}")
     structure = block_structure(A)
@@ -435,6 +346,6 @@ def wellposedness_report(A, kappa=None) -> dict:
     if kappa is not None:
         kappa = check_kappa(kappa)
         report.update(
-            kappa=kappa, in_ball=norm <= kappa * (1.0 + BALL_RTOL), **{"pf<kappa": lam < kappa}
+            kappa=kappa, in_ball=in_ball(A, kappa), **{"pf<kappa": lam < kappa}
         )
     return report

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from implicit_cvx.activations import ActivationMap
+from implicit_cvx.files import package_versions
 from implicit_cvx.model import FORMAT_NAME, ImplicitModel
-from implicit_cvx.report import package_versions
 
 N, P, Q = 5, 3, 2
 METADATA = {
@@ -229,7 +229,7 @@ def _parts():
     ("name", "shape", "message"),
     [
         ("A", (N, N + 1), r"A must be square.*\(5, 6\)"),
-        ("A", (N,), r"A must be 2-D, got shape \(5,\)"),
+        ("A", (N,), r"A must be a 2-D matrix, got shape \(5,\)"),
         ("B", (N + 1, P), r"B has shape \(6, 3\), expected \(5, \?\)"),
         ("C", (Q, N - 1), r"C has shape \(2, 4\), expected \(\?, 5\)"),
         ("D", (Q, P + 1), r"D has shape \(2, 4\), expected \(2, 3\)"),

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..equilibrium import input_term, times_transpose
+from ..equilibrium import input_term
+from ..numerics import times_transpose
 from .bounds import UNIT_ROUNDOFF, absolute, dense, gamma, require_pf_below_one, resolvent_upper
 
 __all__ = ["METHODS", "CertifyResult", "certify", "input_box", "margin_lower_bounds", "output_bounds"]

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..files import to_jsonable, write_text_atomic
 from ..model import ImplicitModel
-from ..report import to_jsonable, write_text_atomic
 
 HISTORY = "history.jsonl"
 LATEST = "LATEST"
