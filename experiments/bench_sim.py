@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 
-from implicit_cvx.convex.cvx import solve_row_raw, solve_rows_cvxpy
+from implicit_cvx.convex.cvx import solve_row_raw
 from implicit_cvx.convex.gram import gram_stats
 from implicit_cvx.convex.rows import RowSpec, solve_rows
+from implicit_cvx.convex.solvers import RowProblem, solve_certified
 
 LAM, KAPPA = 1e-3, 0.99
 OBJ_FLOOR = 1e-9  # e.g. a dead unit's row: optimum 0, both solvers return ±1e-16
@@ -105,7 +106,8 @@ def bench(name, U, X, Z, raw_rows, dpp_rows):
         rows[f"raw-{solver} (a)"] = dict(seconds=float(np.mean(secs)) * k, rows_run=len(raw_rows),
                                          max_rel_obj_diff_native_vs_this=float(rel.max()))
     st = gram_stats(R, T)
-    dpp, t_dpp = timed(lambda: solve_rows_cvxpy(st, spec, solver="SCS", tol=DPP_TOL, rows=dpp_rows))
+    dpp, t_dpp = timed(lambda: solve_certified(RowProblem(st, spec), chain=("scs", "clarabel"),
+                                               tol=DPP_TOL, rows=dpp_rows))
     rows[f"dpp-gram SCS→Clarabel (b) tol {DPP_TOL:g}"] = dict(seconds=t_dpp / len(dpp_rows) * k, rows_run=len(dpp_rows),
                                              rows_escalated=int(dpp.escalated.sum()))
     rows["floor lstsq (d)"] = dict(seconds=t_floor, rows_run=k)

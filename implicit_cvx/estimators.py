@@ -13,16 +13,16 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .config import option_specs
 from .data import preprocess
-
-METHODS = ("adjoint", "fenchel", "gradient", "sim")
+from .train.registry import METHODS
 
 
 class _ImplicitEstimator(BaseEstimator):
     _task = ""
 
     def __init__(self, method="adjoint", n_states=32, kappa=0.95, include_D=True, loss=None,
-                 max_iter=30, lam_l1=0.0, lam_l2=0.0, teacher=None, standardize=True,
+                 max_iter=30, lam_l1=None, lam_l2=None, teacher=None, standardize=True,
                  method_params=None, random_state=None):
         self.method = method
         self.n_states = n_states
@@ -37,17 +37,24 @@ class _ImplicitEstimator(BaseEstimator):
         self.method_params = method_params
         self.random_state = random_state
 
-    def _default_teacher(self):
-        from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-        cls = MLPClassifier if self._task == "classification" else MLPRegressor
-        return cls(hidden_layer_sizes=(self.n_states,), max_iter=500, random_state=self._seed())
-
     def _seed(self) -> int:
         rs = self.random_state
         if rs is None or isinstance(rs, (int, np.integer)):
             return int(rs or 0)
         return int(np.random.default_rng(rs.randint(2**31)).integers(2**31))
+
+    def _method_options(self, method) -> dict:
+        """The method's options set by this estimator's parameters (registered mapping), then
+        `method_params` (validated by the method: unknown keys are refused by name)."""
+        options = {}
+        for spec in option_specs(method.Options):
+            value = getattr(self, spec.estimator) if spec.estimator else None
+            if value is not None:
+                options[spec.name] = value
+        if method.name == "sim":
+            options.setdefault("teacher_hidden", [int(self.n_states)])
+            options.setdefault("teacher_max_iter", 500)
+        return {**options, **(self.method_params or {})}
 
     def _fit_model(self, U, Y):
         import warnings
@@ -55,34 +62,16 @@ class _ImplicitEstimator(BaseEstimator):
         from sklearn.exceptions import ConvergenceWarning
 
         if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not one of {METHODS}")
-        if self.method == "sim":
-            from .train.sim import fit_sim
-
-            teacher = clone(self.teacher) if self.teacher is not None else self._default_teacher()
+            raise ValueError(f"method={self.method!r} is not one of {tuple(METHODS)}")
+        method = METHODS[self.method]
+        options = self._method_options(method)
+        if self.method == "sim" and self.teacher is not None:
+            teacher = clone(self.teacher)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 teacher.fit(U, Y if Y.ndim == 1 or Y.shape[1] > 1 else Y[:, 0])
-            kwargs = dict(teacher=teacher, task=self._task, kappa=self.kappa,
-                          include_D=self.include_D, lam=self.lam_l1 or 1e-3)
-            fit = fit_sim
-        else:
-            kwargs = dict(task=self._task, loss=self.loss, n_states=self.n_states,
-                          kappa=self.kappa, include_D=self.include_D, seed=self._seed())
-            if self.method == "adjoint":
-                from .train.adjoint import fit_adjoint as fit
-
-                kwargs.update(max_outer=self.max_iter, lam_l1=self.lam_l1, lam_l2=self.lam_l2)
-            elif self.method == "fenchel":
-                from .train.fenchel import fit_fenchel as fit
-
-                kwargs.update(max_outer=self.max_iter)
-            else:
-                from .train.gradient import fit_gradient as fit
-
-                kwargs.update(epochs=self.max_iter, lam_l2=self.lam_l2)
-        kwargs.update(self.method_params or {})
-        result = fit(U, Y, **kwargs)
+            options["teacher"] = teacher
+        result = method.fit(U, Y, task=self._task, seed=self._seed(), **options)
         self.model_ = result.model
         self.history_ = result.history
         self.summary_ = result.summary

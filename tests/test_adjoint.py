@@ -170,7 +170,7 @@ def test_early_stopping_returns_the_best_validation_model():
 
 
 @pytest.mark.parametrize("bad, match", [(dict(anchor_mu=0.0), "anchor_mu"), (dict(eta=-1.0), "eta"),
-                                        (dict(kappa=1.5), "kappa"), (dict(lam_l1=-1.0), "penalties"),
+                                        (dict(kappa=1.5), "kappa"), (dict(lam_l1=-1.0), "lam_l1"),
                                         (dict(batch_size=1), "batch_size")])
 def test_bad_arguments_are_named(bad, match):
     U, y = _regression(m=10)

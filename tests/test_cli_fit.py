@@ -30,9 +30,9 @@ SMALL = {
 
 def _config(tmp_path, method, **extra):
     cfg = {"method": method, "seed": 0, "dataset": {"name": "digits", "max_train": 300},
-           "run": {"checkpoint_every": 1}, **SMALL[method], **extra}
-    if method != "sim":
-        cfg["loss"] = "cross_entropy"
+           **SMALL[method], **extra}
+    if method != "sim":  # sim has no iterations to checkpoint and no loss: it refuses those keys
+        cfg.update(loss="cross_entropy", run={"checkpoint_every": 1})
     path = tmp_path / f"{method}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -1,17 +1,21 @@
-"""YAML config validation: defaults, and errors that name the key, the value and what is allowed."""
+"""YAML config validation: defaults, and errors that name the key, the value and what is allowed;
+strict YAML (no aliases, no duplicate keys, sections must be mappings); keys a method does not
+read are refused by name."""
 
 import pytest
 
 from implicit_cvx.config import ConfigError, Field, validate
-from implicit_cvx.train.fit import SCHEMA, load_config
+from implicit_cvx.train.fit import config_schema, load_config, method_options
 
 
 def test_defaults_filled_and_values_coerced():
-    cfg = validate({"method": "sim", "model": {"kappa": 0.5}}, SCHEMA)
+    schema = config_schema("sim")
+    cfg = validate({"method": "sim", "model": {"kappa": 0.5}}, schema)
     assert cfg["method"] == "sim"
     assert cfg["model"]["kappa"] == 0.5
-    assert cfg["model"]["n_states"] == SCHEMA["model"]["n_states"].default
-    assert cfg["sim"]["lam"] == SCHEMA["sim"]["lam"].default
+    assert cfg["model"]["include_D"] is schema["model"]["include_D"].default
+    assert cfg["sim"]["lam"] == schema["sim"]["lam"].default
+    assert method_options(cfg)["lam"] == 1e-3 and method_options(cfg)["kappa"] == 0.5
 
 
 @pytest.mark.parametrize(
@@ -22,24 +26,26 @@ def test_defaults_filled_and_values_coerced():
         ({"model": {"kappa": 0}}, "'model.kappa'", "> 0"),
         ({"model": {"n_states": "ten"}}, "'model.n_states'", "an integer"),
         ({"model": {"include_D": "yes"}}, "'model.include_D'", "true or false"),
-        ({"sim": {"lam": -1.0}}, "'sim.lam'", "≥ 0"),
+        ({"adjoint": {"lam_l1": -1.0}}, "'adjoint.lam_l1'", "≥ 0"),
+        ({"adjoint": {"eta": float("nan")}}, "'adjoint.eta'", "> 0"),
     ],
 )
 def test_errors_name_key_value_and_allowed(raw, key, fragment):
     with pytest.raises(ConfigError) as err:
-        validate(raw, SCHEMA)
+        validate(raw, config_schema("adjoint"))
     msg = str(err.value)
     assert key in msg and "allowed" in msg and fragment in msg
 
 
 def test_unknown_keys_are_refused_with_the_allowed_list():
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['kapa'\].*allowed keys"):
-        validate({"model": {"kapa": 0.9}}, SCHEMA)
+        validate({"model": {"kapa": 0.9}}, config_schema("adjoint"))
 
 
-def test_section_must_be_mapping():
+@pytest.mark.parametrize("section", [[1, 2], False, None, "text"])
+def test_a_section_must_be_a_mapping(section):
     with pytest.raises(ConfigError, match="must be a mapping"):
-        validate({"model": [1, 2]}, SCHEMA)
+        validate({"model": section}, config_schema("adjoint"))
 
 
 def test_floats_field_and_bool_is_not_a_number():
@@ -58,13 +64,41 @@ def test_shipped_configs_validate(name):
     assert cfg["method"] == name.split("_")[0]
 
 
+def _config(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
 def test_bad_yaml_file_names_the_file(tmp_path):
-    p = tmp_path / "bad.yaml"
-    p.write_text("method: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
-        load_config(p)
-    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="c.yaml: not valid YAML"):
+        load_config(_config(tmp_path, "method: [unclosed\n"))
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
-        load_config(p)
+        load_config(_config(tmp_path, "- a list\n"))
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(tmp_path)
+
+
+def test_aliases_anchors_and_duplicate_keys_are_refused(tmp_path):
+    bomb = "a: &a [1, 1]\nb: &b [*a, *a]\nc: [*b, *b]\nmethod: adjoint\n"
+    with pytest.raises(ConfigError, match="anchors"):
+        load_config(_config(tmp_path, bomb))
+    with pytest.raises(ConfigError, match="duplicate config key 'seed'"):
+        load_config(_config(tmp_path, "method: adjoint\nseed: 1\nseed: 2\n"))
+    with pytest.raises(ConfigError, match="duplicate config key 'kappa'"):
+        load_config(_config(tmp_path, "model: {kappa: 0.5, kappa: 0.6}\n"))
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("method: sim\nmodel: {init: data}\n", "'model.init' is not used by method 'sim'"),
+    ("method: sim\nadjoint: {eta: 1.0}\n", "'adjoint' is not used by method 'sim'"),
+    ("method: gradient\nrun: {n_jobs: 2}\n", "'run.n_jobs' is not used by method 'gradient'"),
+    ("method: sim\ndataset: {validation_fraction: 0.1}\n", "validation_fraction' is not used"),
+    ("method: adjoint\nmodel: false\n", "must be a mapping"),
+    ("method: adjoint\nadjoint: []\n", "must be a mapping"),
+])
+def test_keys_a_method_does_not_read_are_refused(tmp_path, text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(_config(tmp_path, text))

@@ -6,7 +6,6 @@ import pytest
 from test_rows import FORMULATIONS, D, N, check_against_reference, make_data
 
 from implicit_cvx.convex.cvx import (
-    RowFitError,
     build_row_problem,
     psd_factor,
     solve_row_raw,
@@ -14,7 +13,8 @@ from implicit_cvx.convex.cvx import (
     solve_rows_equality,
 )
 from implicit_cvx.convex.gram import gram_stats
-from implicit_cvx.convex.rows import RowSpec, solve_rows
+from implicit_cvx.convex.rows import RowFitError, RowSpec, solve_rows
+from implicit_cvx.convex.solvers import RowProblem, solve_certified
 
 
 def test_psd_factor_reproduces_singular_gram():
@@ -39,21 +39,34 @@ def test_problem_is_dcp_and_dpp_and_matches_native(name):
 def test_scs_escalates_to_clarabel_and_counts_it():
     R, T = make_data()
     stats, spec = gram_stats(R, T), RowSpec(**FORMULATIONS["robust_B_ball"])
-    sol = solve_rows_cvxpy(stats, spec, solver="SCS", solver_opts={"eps_abs": 1e-3, "eps_rel": 1e-3})
-    assert sol.escalated.sum() == 4 and sol.to_dict()["rows_escalated"] == 4
-    check_against_reference(R, T, spec, sol, 1e-9)
-    loose = solve_rows_cvxpy(stats, spec, solver="SCS", tol=1e-1, solver_opts={"eps_abs": 1e-3, "eps_rel": 1e-3})
-    assert loose.escalated.sum() < 4
-    assert np.all(loose.gap >= 0)
+    problem = RowProblem(stats, spec)
+    scs = solve_rows_cvxpy(stats, spec, solver="SCS", solver_opts={"eps_abs": 1e-3, "eps_rel": 1e-3})
+    assert all(st == "inaccurate" for st in scs.status)  # SCS alone does not reach 1e-9
     for idx, r in spec.balls:  # SCS iterates were projected onto the balls
-        assert np.all(np.abs(loose.W[:, idx]).sum(1) <= r * (1 + 1e-12))
+        assert np.all(np.abs(scs.W[:, idx]).sum(1) <= r * (1 + 1e-12))
+    ref = solve_rows(stats, spec, tol=1e-12)
+    assert np.all(scs.objective - ref.objective <= scs.gap + 1e-12)  # the gap bounds the loss
+    assert np.all(scs.objective - ref.objective > 1e-9 * np.abs(ref.objective))
+    first = solve_rows_cvxpy(stats, spec, solver="SCS")  # the chain's first attempt
+    left = np.array([st != "optimal" for st in first.status])
+    assert left.any()
+    sol = solve_certified(problem, chain=("scs", "clarabel"), tol=1e-9)
+    np.testing.assert_array_equal(sol.escalated, left)
+    assert sol.to_dict()["rows_escalated"] == left.sum()
+    assert sol.solver == "scs+clarabel" and sol.to_dict()["optimal"] == 4
+    check_against_reference(R, T, spec, sol, 1e-9)
+    loose = solve_certified(problem, chain=("scs", "clarabel"), tol=1e-1)
+    assert loose.escalated.sum() == 0 and loose.solver == "scs"
 
 
 def test_row_still_above_tolerance_raises_naming_the_row():
     R, T = make_data()
     stats, spec = gram_stats(R, T), RowSpec(**FORMULATIONS["l1_A_ball"])
-    with pytest.raises(RowFitError, match=r"row 1: certified relative duality gap"):
-        solve_rows_cvxpy(stats, spec, rows=[1], escalate_to=None, solver_opts={"eps_abs": 1e-2, "eps_rel": 1e-2})
+    problem = RowProblem(stats, spec)
+    with pytest.raises(RowFitError, match=r"rows \[1\] are not certified.*after scs"):
+        solve_certified(problem, chain=("scs",), rows=[1], tol=1e-12)
+    kept = solve_certified(problem, chain=("scs",), rows=[1], tol=1e-12, accept_uncertified=True)
+    assert kept.status == ["uncertified"] and kept.uncertified.tolist() == [1]
 
 
 def test_user_extension_is_dcp_checked_and_reported_without_gap():

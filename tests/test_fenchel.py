@@ -76,9 +76,9 @@ def test_state_weights_step_converges_to_cvxpy_optimum():
     model, U, X, _ = _problem(m=20, n=4, p=2, seed=1)
     lam, kappa, m, n = 1.5, 0.9, 20, 4
     start = _fenchel_weight_objective(model, U, X, lam, (0.0, 0.0))
-    one, _ = state_weights_step(model, U, X, lam, kappa, (0.0, 0.0), tol=1e-12, inner=1, mu=1e-10)
+    one, _, _ = state_weights_step(model, U, X, lam, kappa, (0.0, 0.0), tol=1e-12, inner=1, mu=1e-10)
     assert _fenchel_weight_objective(one, U, X, lam, (0.0, 0.0)) <= start
-    many, gap = state_weights_step(model, U, X, lam, kappa, (0.0, 0.0), tol=1e-13, inner=300, mu=1e-10)
+    many, gap, _ = state_weights_step(model, U, X, lam, kappa, (0.0, 0.0), tol=1e-13, inner=300, mu=1e-10)
     A, B, b = cp.Variable((n, n)), cp.Variable((n, 2)), cp.Variable(n)
     Z = X @ A.T + U @ B.T + np.ones((m, 1)) @ cp.reshape(b, (1, n), order="C")
     obj = lam / m * (0.5 * cp.sum_squares(cp.pos(Z)) - cp.sum(cp.multiply(X, Z)) + 0.5 * np.sum(X**2))

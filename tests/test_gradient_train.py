@@ -26,7 +26,7 @@ def test_loss_decreases_and_history_is_complete():
     losses = [r["train_loss"] for r in res.history]
     assert len(losses) == 60 and losses[-1] < 0.5 * losses[0]
     assert res.summary["train_loss"] == pytest.approx(_true_loss(res.model, U, Y), rel=1e-8)
-    for key in ("train_rmse", "train_residual", "inf_norm_A", "seconds", "epoch"):
+    for key in ("train_rmse", "train_residual", "inf_norm_A", "seconds", "iteration"):
         assert key in res.history[-1]
     assert res.summary["outer_iterations"] == 60 and res.summary["equilibrium_residual"] <= 1e-10
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from test_rows import FORMULATIONS, make_data
 
-from implicit_cvx.convex.cvx import solve_rows_cvxpy
 from implicit_cvx.convex.gram import gram_stats
 from implicit_cvx.convex.rows import RowSpec, solve_rows
+from implicit_cvx.convex.solvers import RowProblem, solve
 from implicit_cvx.parallel import map_chunks
 
 
@@ -24,10 +24,11 @@ def test_same_model_on_serial_loky_and_dask():
     R, T = make_data(k=5)
     stats, spec = gram_stats(R, T), RowSpec(**FORMULATIONS["robust_B_ball"])
     ref = solve_rows(stats, spec)
+    problem = RowProblem(stats, spec)
     for backend in ("loky", "dask"):
-        sol = solve_rows(stats, spec, n_jobs=2, backend=backend)
+        sol = solve(problem, "native", n_jobs=2, backend=backend)
         np.testing.assert_array_equal(sol.rows, np.arange(5))
         np.testing.assert_allclose(sol.objective, ref.objective, rtol=1e-9)
         np.testing.assert_allclose(sol.W, ref.W, atol=1e-9)
-    cv = solve_rows_cvxpy(stats, spec, solver="CLARABEL", n_jobs=2, backend="loky")
+    cv = solve(problem, "clarabel", n_jobs=2, backend="loky")
     np.testing.assert_allclose(cv.objective, ref.objective, rtol=1e-9)

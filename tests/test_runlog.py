@@ -120,8 +120,19 @@ def test_early_stopping_and_progress():
     es2 = EarlyStopping(patience=2)
     es2.load_state(json.loads(json.dumps(es.state())))
     assert (es2.best, es2.bad, es2.best_iteration) == (1.0, 2, 0)
-    bar = progress_bar(10, progress=True)  # not a TTY under pytest: a silent stand-in
-    bar.update(), bar.set_postfix(loss=1.0), bar.close()
+
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
+    bar = progress_bar(10, progress=True, desc="adjoint")  # stderr is not a TTY under pytest
+    bar.update({"train_loss": 0.5, "eta": 2.0, "accepted": True})
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.startswith("adjoint 1/10") and "train_loss 0.5" in err and "step size 2" in err
+    assert "eta" not in err
+    silent = progress_bar(10, progress=False)
+    silent.update({"train_loss": 1.0})
+    assert capsys.readouterr().err == ""
 
 
 # ---- resume after a real SIGKILL -------------------------------------------------------------

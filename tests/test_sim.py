@@ -89,7 +89,7 @@ def test_rows_match_clarabel_on_raw_data(small, formulation):
     lam, l2, eq = kw["lam"], kw.get("l2", 0.0), formulation == "equality"
     ref = _reference(R, ts.Z, lam, l2, balls, eq)
     W = np.hstack([model.A, model.B, model.b_x[:, None]])
-    assert abs(res.history[0]["objective"] - ref) <= 1e-6 * abs(ref)
+    assert abs(res.history[0]["stages"][0]["objective"] - ref) <= 1e-6 * abs(ref)
     assert abs(_raw_objective(R, ts.Z, W, lam, l2, eq) - ref) <= 1e-6 * abs(ref)
     if formulation == "robust":
         assert np.abs(model.B).sum(1).max() <= kw["beta"] * (1 + 1e-9)
@@ -100,7 +100,7 @@ def test_rows_match_clarabel_on_raw_data(small, formulation):
         R_cd = np.hstack([X_new, U, np.ones((len(U), 1))])
         cd_balls = [(np.arange(n + p), kw["gamma"])] if formulation == "robust" else []
         ref_cd = _reference(R_cd, ts.Yhat, lam, 0.0, cd_balls)
-        assert abs(res.history[1]["objective"] - ref_cd) <= 1e-6 * abs(ref_cd)
+        assert abs(res.history[0]["stages"][1]["objective"] - ref_cd) <= 1e-6 * abs(ref_cd)
     for key in SUMMARY_KEYS:
         assert key in s and s[key] is not None, key
     assert s["teacher_rescaled"] is True and s["n_states"] == 11
@@ -125,7 +125,7 @@ def test_group_lasso_drops_states(small):
            + glam * cp.sum(cp.norm(W[:, :n], 2, axis=0)))
     prob = cp.Problem(cp.Minimize(obj), [cp.sum(cp.abs(W[:n, :n]), axis=1) <= KAPPA])
     prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    assert abs(res.history[0]["objective"] - prob.value) <= 1e-6 * prob.value
+    assert abs(res.history[0]["stages"][0]["objective"] - prob.value) <= 1e-6 * prob.value
     np.testing.assert_array_equal(np.flatnonzero(np.linalg.norm(W.value[:, :n], axis=0) < 1e-6),
                                   dead)
     # dead states are read by nobody: putting them back (whatever they compute) changes nothing
@@ -156,8 +156,8 @@ def test_cvxpy_path_and_extra(small):
     native = fit_sim(U, Y, teacher=teacher, task="regression", kappa=KAPPA, lam=1e-2)
     scs = fit_sim(U, Y, teacher=teacher, task="regression", kappa=KAPPA, lam=1e-2, solver="SCS")
     _check_model(scs.model, U)
-    ref = native.history[0]["objective"]
-    assert abs(scs.history[0]["objective"] - ref) <= 1e-6 * ref
+    ref = native.history[0]["stages"][0]["objective"]
+    assert abs(scs.history[0]["stages"][0]["objective"] - ref) <= 1e-6 * ref
     assert scs.summary["rows_escalated"] >= 0 and scs.summary["max_duality_gap"] <= 1e-6
 
     def nonnegative_first_state(w, i):  # a user constraint on every row: A[:, 0] ≥ 0
@@ -172,14 +172,14 @@ def test_cvxpy_path_and_extra(small):
 def test_parallel_backends_and_chunks_agree(small):
     teacher, U, Y, *_ = small
     kw = dict(teacher=teacher, task="regression", kappa=KAPPA, lam=1e-2)
-    base = fit_sim(U, Y, **kw).history
+    base = fit_sim(U, Y, **kw).history[0]["stages"]
     runs = [
-        fit_sim(U, Y, n_jobs=2, backend="loky", **kw).history,
-        fit_sim(U, Y, chunk_size=17, **kw).history,
+        fit_sim(U, Y, n_jobs=2, backend="loky", **kw).history[0]["stages"],
+        fit_sim(U, Y, chunk_size=17, **kw).history[0]["stages"],
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dask's LocalCluster warns about ports and memory
-        runs.append(fit_sim(U, Y, n_jobs=2, backend="dask", **kw).history)
+        runs.append(fit_sim(U, Y, n_jobs=2, backend="dask", **kw).history[0]["stages"])
     for hist in runs:
         for stage, ref in zip(hist, base, strict=True):
             assert abs(stage["objective"] - ref["objective"]) <= 1e-9 * ref["objective"]
@@ -192,7 +192,7 @@ def test_path_matches_single_fits(small):
     nnz = [r.model.nnz for r in path]
     assert nnz == sorted(nnz)  # less shrinkage, more weights (here)
     single = fit_sim(U, Y, teacher=teacher, task="regression", kappa=KAPPA, lam=lams[1])
-    for a, b in zip(path[1].history, single.history, strict=True):
+    for a, b in zip(path[1].history[0]["stages"], single.history[0]["stages"], strict=True):
         assert abs(a["objective"] - b["objective"]) <= 1e-9 * b["objective"]
     for r in path:
         _check_model(r.model, U)

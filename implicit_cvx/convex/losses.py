@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp, softmax, xlogy
+from scipy.special import softmax, xlogy
 
-from ..wellposed import project_l1_ball_rows
+from ..numerics import cross_entropy, golden_section_max, hinge, project_balls, project_l1_ball_rows
 from .gram import GramStats, gram_stats
-from .rows import RowSpec, solve_rows
+from .rows import RowFitError, RowSpec
+from .solvers import RowProblem, solve_certified
 
 OUTPUT_LOSSES = ("squared", "cross_entropy", "hinge")
 
@@ -83,10 +84,7 @@ class _Regularizer:
 
     def project(self, theta: np.ndarray) -> np.ndarray:
         """Θ with each ball part of each row projected onto its ℓ1 ball."""
-        theta = theta.copy()
-        for idx, r in self.balls:
-            theta[:, idx] = project_l1_ball_rows(theta[:, idx], r)
-        return theta
+        return project_balls(theta, self.balls)
 
     def certifiable(self) -> None:
         """A finite dual bound needs every W coordinate outside a ball to be penalized."""
@@ -159,12 +157,7 @@ def _check_balls(balls, d: int) -> list:
 
 # ---- losses in dual form -----------------------------------------------------------------------
 def _loss_mean(loss: str, Yhat: np.ndarray, y: np.ndarray) -> float:
-    rows = np.arange(len(y))
-    if loss == "cross_entropy":
-        return float(np.mean(logsumexp(Yhat, axis=1) - Yhat[rows, y]))
-    M = 1.0 + Yhat - Yhat[rows, y][:, None]
-    M[rows, y] = 0.0
-    return float(np.mean(M.max(axis=1)))
+    return float(np.mean((cross_entropy if loss == "cross_entropy" else hinge)(Yhat, y)))
 
 
 def _loss_conjugate(loss: str, Pi: np.ndarray, y: np.ndarray) -> float:
@@ -207,13 +200,8 @@ def certify(loss: str, Ft: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: _R
 
     hi = reg.scale_limit(S)
     best = max(dual(0.0), dual(hi))
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = 0.0, hi
-    for _ in range(30 if primal - best > target else 0):  # D(tΛ) concave in t: golden section
-        x1, x2 = b - ratio * (b - a), a + ratio * (b - a)
-        d1, d2 = dual(x1), dual(x2)
-        best = max(best, d1, d2)
-        a, b = (a, x2) if d1 >= d2 else (x1, b)
+    if primal - best > target:  # D(tΛ) is concave in t: golden section
+        best = max(best, float(golden_section_max(lambda t: dual(float(t)), 0.0, hi, 30)))
     return primal, max(primal - best, 0.0)
 
 
@@ -315,7 +303,7 @@ def _cvxpy_fit(F, Ft, y, loss, reg, tol):
     return Th, primal, gap, iters
 
 
-def _fit_squared(F, Y, reg: _Regularizer, tol, max_iter, warm, n_jobs, backend):
+def _fit_squared(F, Y, reg: _Regularizer, tol, warm, accept_uncertified, parallel):
     """Squared loss: one row problem per output on Gram statistics of [F, 1] (the row engine)."""
     m, d = F.shape
     stats = gram_stats(np.column_stack([F, np.ones(m)]), Y)
@@ -324,20 +312,44 @@ def _fit_squared(F, Y, reg: _Regularizer, tol, max_iter, warm, n_jobs, backend):
         stats = GramStats(stats.G + reg.lam_l2 * np.diag(mask), stats.H, stats.c, stats.m)
     spec = RowSpec(penalty=reg.lam, free=[d], balls=reg.balls,
                    anchor=reg.theta0 if reg.mu else None, mu=reg.mu)
-    sol = solve_rows(stats, spec, tol=tol, max_iter=max_iter, warm_start=warm, n_jobs=n_jobs,
-                     backend=backend)
-    status = "optimal" if all(s == "optimal" for s in sol.status) else "inaccurate"
+    sol = solve_certified(RowProblem(stats, spec), tol=tol, step="(C, D) rows", warm_start=warm,
+                          accept_uncertified=accept_uncertified, **parallel)
+    status = "optimal" if len(sol.uncertified) == 0 else "uncertified"
     return sol.W, float(np.sum(sol.objective)), float(np.sum(sol.gap)), status, int(np.max(sol.iterations))
+
+
+def _fit_coupled(loss, F, Y, reg: _Regularizer, theta, tol, max_iter, accept_uncertified):
+    """Cross-entropy by FISTA (escalated to Clarabel if it stops uncertified), hinge by Clarabel;
+    (Θ, P, gap, iterations, solver, status); RowFitError when no solver certifies."""
+    reg.certifiable()
+    Ft = np.column_stack([F, np.ones(len(F))])
+    solver, attempts = "native", []
+    if loss == "cross_entropy":
+        attempts.append((*_fista_ce(Ft, Y, reg, theta, tol, max_iter), "native"))
+    if loss == "hinge" or attempts[0][2] > tol * max(1.0, abs(attempts[0][1])):
+        attempts.append((*_cvxpy_fit(F, Ft, Y, loss, reg, tol), "clarabel"))
+    theta, primal, gap, iters, solver = min(attempts, key=lambda a: a[2])
+    if gap <= tol * max(1.0, abs(primal)):
+        return theta, primal, gap, iters, "+".join(a[-1] for a in attempts), "optimal"
+    if not accept_uncertified:
+        raise RowFitError(
+            f"(C, D) {loss} fit: relative duality gap {gap / max(1.0, abs(primal)):.3g} > tol "
+            f"{tol:g} after {' → '.join(a[-1] for a in attempts)}; add lam_l2 or a larger anchor, "
+            "loosen the tolerance, or pass accept_uncertified=True to continue and have the "
+            "report list such steps")
+    return theta, primal, gap, iters, solver, "uncertified"
 
 
 def fit_output_layer(F, Y, loss: str, *, lam_l1=0.0, lam_l2: float = 0.0, anchor=None, balls=(),
                      tol: float = 1e-8, max_iter: int = 20000, warm_start=None, n_jobs: int = 1,
-                     backend: str = "serial"):
+                     backend: str = "serial", address: str | None = None,
+                     accept_uncertified: bool = False):
     """Certified fit of W (q, d), b (q,) on features F (m, d): returns (W, b, OutputFitInfo).
 
     Y is (m,) / (m, q) for "squared", labels 0..K−1 (q = K ≥ 2, or anchor's q) otherwise.
     anchor = (W0, b0, μ) adds μ‖[W b] − [W0 b0]‖²; balls = [(column indices, radius)] bounds
-    ‖W_i,g‖_1 per output row; warm_start = (W, b). Status "optimal" iff gap ≤ tol·max(1, |P|).
+    ‖W_i,g‖_1 per output row; warm_start = (W, b). Status "optimal" iff gap ≤ tol·max(1, |P|);
+    a fit no solver certifies raises RowFitError, unless accept_uncertified (status "uncertified").
     """
     start = time.perf_counter()
     if loss not in OUTPUT_LOSSES:
@@ -365,19 +377,14 @@ def fit_output_layer(F, Y, loss: str, *, lam_l1=0.0, lam_l2: float = 0.0, anchor
         theta = np.column_stack([np.asarray(warm_start[0], float), np.asarray(warm_start[1], float)])
         if theta.shape != (q, d + 1):
             raise ValueError(f"warm_start (W, b) must have shapes ({q}, {d}), ({q},)")
-    solver = "native"
     if loss == "squared":
+        parallel = dict(n_jobs=n_jobs, backend=backend, address=address)
         theta, primal, gap, status, iters = _fit_squared(
-            F, Y, reg, tol, max_iter, theta if warm_start is not None else None, n_jobs, backend)
+            F, Y, reg, tol, theta if warm_start is not None else None, accept_uncertified, parallel)
+        solver = "native"
     else:
-        reg.certifiable()
-        Ft = np.column_stack([F, np.ones(m)])
-        if loss == "cross_entropy":
-            theta, primal, gap, iters = _fista_ce(Ft, Y, reg, theta, tol, max_iter)
-        else:
-            solver = "clarabel"
-            theta, primal, gap, iters = _cvxpy_fit(F, Ft, Y, loss, reg, tol)
-        status = "optimal" if gap <= tol * max(1.0, abs(primal)) else "inaccurate"
+        theta, primal, gap, iters, solver, status = _fit_coupled(
+            loss, F, Y, reg, theta, tol, max_iter, accept_uncertified)
     info = OutputFitInfo(primal, gap, status, iters, solver, time.perf_counter() - start)
     return theta[:, :-1], theta[:, -1], info
 

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..wellposed import BALL_RTOL, project_l1_ball_rows
+from ..numerics import BALL_RTOL, golden_section_max, project_balls, shrink_into_balls
 from .gram import GramStats, eliminate_free, regularize
+
+
+class RowFitError(RuntimeError):
+    """A convex step could not be solved to its certified tolerance; the message names the step,
+    the rows, the solvers tried and the gaps reached, and what to do."""
 
 
 @dataclass
@@ -37,6 +42,10 @@ class RowSpec:
 
     def with_penalty(self, penalty) -> RowSpec:
         return replace(self, penalty=penalty)
+
+    def for_rows(self, rows) -> RowSpec:
+        """The spec of a subset of the rows (the anchor, one row per output, is subset too)."""
+        return self if self.anchor is None else replace(self, anchor=np.asarray(self.anchor)[rows])
 
     def resolve(self, d: int, k: int) -> _Resolved:
         """Validate against d coordinates and k rows; return per-coordinate arrays."""
@@ -104,7 +113,11 @@ class _Resolved:
 
 @dataclass
 class RowSolution:
-    """Solved rows: W (k, d), objective, certified gap (≥ objective − optimum), status per row."""
+    """Solved rows: W (k, d), objective, certified gap (≥ objective − optimum), status per row.
+
+    `escalated` marks rows re-solved by a later solver of a chain, `uncertified` lists rows a fit
+    accepted without a certificate, `info` holds solver-specific results (e.g. dead columns).
+    """
 
     W: np.ndarray
     objective: np.ndarray
@@ -115,6 +128,8 @@ class RowSolution:
     rows: np.ndarray
     escalated: np.ndarray | None = None
     solver: str = "native"
+    uncertified: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    info: dict = field(default_factory=dict)
 
     @property
     def max_gap(self) -> float:
@@ -122,14 +137,16 @@ class RowSolution:
 
     def to_dict(self) -> dict:
         esc = self.escalated
+        optimal = sum(str(s).startswith("optimal") for s in self.status)
         return {
             "solver": self.solver,
             "rows": int(len(self.rows)),
             "max_duality_gap": self.max_gap,
-            "optimal": int(sum(s == "optimal" for s in self.status)),
-            "inaccurate": int(sum(s != "optimal" for s in self.status)),
+            "optimal": int(optimal),
+            "inaccurate": int(len(self.status) - optimal),
             "max_iterations": int(np.max(self.iterations)) if self.iterations.size else 0,
             "rows_escalated": int(np.sum(esc)) if esc is not None else 0,
+            "rows_uncertified": int(len(self.uncertified)),
             "seconds": float(self.seconds),
         }
 
@@ -139,7 +156,7 @@ ADD_FRACTION = 0.5  # add every coordinate violating by ≥ 50% of the worst: fe
 # (seen with 10%); a row left uncertified is re-solved from 0 adding one coordinate per pivot.
 
 
-class _Problem:
+class ReducedProblem:
     """A reduced (free-eliminated, ridge/anchor-folded) row problem shared by all rows."""
 
     def __init__(self, stats: GramStats, spec: RowSpec):
@@ -159,12 +176,7 @@ class _Problem:
 
     def clip_balls(self, W: np.ndarray) -> np.ndarray:
         """Scale each ball part down onto its ball if rounding left it outside."""
-        W = W.copy()
-        for idx, r in self.groups:
-            norm = np.abs(W[:, idx]).sum(axis=1)
-            over = norm > r
-            W[np.ix_(over, idx)] *= (r / norm[over])[:, None]
-        return W
+        return shrink_into_balls(W, self.groups)
 
     def certify(self, W: np.ndarray, rows: np.ndarray):
         """(primal objective, certified gap) of reduced iterates W (na, d') for `rows`.
@@ -192,18 +204,8 @@ class _Problem:
                 val -= r * np.maximum(0.0, (s[:, None] * av[:, idx] - self.lam[idx]).max(axis=1))
             return val
 
-        lo, hi = np.zeros_like(s_hi), s_hi.copy()
-        best = np.maximum(dual(np.minimum(1.0, s_box)), dual(s_hi))
-        best = np.maximum(best, 0.0)
-        phi = (np.sqrt(5) - 1) / 2
-        for _ in range(40):
-            x1, x2 = hi - phi * (hi - lo), lo + phi * (hi - lo)
-            d1, d2 = dual(x1), dual(x2)
-            best = np.maximum(best, np.maximum(d1, d2))
-            left = d1 >= d2
-            hi = np.where(left, x2, hi)
-            lo = np.where(left, lo, x1)
-        return primal, np.maximum(primal - best, 0.0)
+        best = np.maximum(dual(np.minimum(1.0, s_box)), golden_section_max(dual, 0.0 * s_hi, s_hi))
+        return primal, np.maximum(primal - np.maximum(best, 0.0), 0.0)
 
     def active_set(self, w: np.ndarray, row: int, max_pivots: int,
                    add_fraction: float = ADD_FRACTION) -> tuple[np.ndarray, int]:
@@ -265,7 +267,8 @@ class _Problem:
         return w, max_pivots
 
 
-def _relative(gap, obj):
+def relative_gap(gap, obj):
+    """gap / max(1, |objective|): the measure every row tolerance is checked against."""
     return gap / np.maximum(1.0, np.abs(obj))
 
 
@@ -277,39 +280,46 @@ def solve_rows(
     max_iter: int | None = None,
     warm_start: np.ndarray | None = None,
     rows=None,
-    n_jobs: int = 1,
-    backend: str = "serial",
-    address: str | None = None,
 ) -> RowSolution:
     """Solve the selected rows (all by default) to relative gap ≤ tol·max(1, |objective|).
 
     Native active-set method per row (at most `max_iter` pivots, default 20·d + 100), warm-started
-    from `warm_start` (k_rows, d) if given. Rows split across `n_jobs` workers of `backend`
-    ("serial", "loky", "dask" at `address`) give the same model.
+    from `warm_start` (k_rows, d) if given. Rows left above tolerance are returned with status
+    "inaccurate"; `convex.solvers.solve_certified` escalates or refuses them.
     """
     start = time.perf_counter()
-    rows = np.arange(stats.k) if rows is None else np.asarray(rows, dtype=int).ravel()
-    if rows.size and (rows.min() < 0 or rows.max() >= stats.k):
-        raise ValueError(f"rows must lie in [0, {stats.k}), got range [{rows.min()}, {rows.max()}]")
-    if warm_start is not None:
-        warm_start = np.asarray(warm_start, dtype=float)
-        if warm_start.shape != (len(rows), stats.d):
-            raise ValueError(f"warm_start must have shape ({len(rows)}, {stats.d}), got {warm_start.shape}")
-    opts = dict(tol=tol, max_iter=max_iter)
-    if n_jobs > 1 or backend != "serial":
-        return _solve_parallel(solve_rows, stats, spec, rows, warm_start, opts, n_jobs, backend, address, start)
-    prob = _Problem(stats, spec)
+    rows = check_row_selection(rows, stats.k)
+    warm_start = check_warm_start(warm_start, len(rows), stats.d)
+    prob = ReducedProblem(stats, spec)
     W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter, tol)
     return _finish(prob, W, obj, gap, iters, rows, tol, start)
 
 
-def _finish(prob: _Problem, W_S, obj, gap, iters, rows, tol, start, **extra) -> RowSolution:
-    status = ["optimal" if g <= tol else "inaccurate" for g in _relative(gap, obj)]
+def check_row_selection(rows, k: int) -> np.ndarray:
+    """The selected rows as an int array (all k by default), each in [0, k)."""
+    rows = np.arange(k) if rows is None else np.asarray(rows, dtype=int).ravel()
+    if rows.size and (rows.min() < 0 or rows.max() >= k):
+        raise ValueError(f"rows must lie in [0, {k}), got range [{rows.min()}, {rows.max()}]")
+    return rows
+
+
+def check_warm_start(warm_start, k: int, d: int):
+    """A (k, d) float warm start, or None."""
+    if warm_start is None:
+        return None
+    warm_start = np.asarray(warm_start, dtype=float)
+    if warm_start.shape != (k, d):
+        raise ValueError(f"warm_start must have shape ({k}, {d}), got {warm_start.shape}")
+    return warm_start
+
+
+def _finish(prob: ReducedProblem, W_S, obj, gap, iters, rows, tol, start, **extra) -> RowSolution:
+    status = ["optimal" if g <= tol else "inaccurate" for g in relative_gap(gap, obj)]
     W = prob.elim.recover(W_S, rows)
     return RowSolution(W, obj, gap, status, iters, time.perf_counter() - start, rows, **extra)
 
 
-def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol):
+def _solve_active_set(prob: ReducedProblem, rows, warm_start, max_iter, tol):
     """Each row by the active-set method from the (projected) warm start or 0; then certify.
 
     Rows left uncertified are solved again from 0 adding one coordinate per pivot (the classic,
@@ -317,9 +327,7 @@ def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol):
     k, d = len(rows), len(prob.lam)
     W = np.zeros((k, d))
     if warm_start is not None:
-        W = warm_start[:, prob.elim.keep].copy()
-        for idx, r in prob.groups:
-            W[:, idx] = project_l1_ball_rows(W[:, idx], r)
+        W = project_balls(warm_start[:, prob.elim.keep], prob.groups)
     max_iter = 20 * d + 100 if max_iter is None else int(max_iter)
     iters = np.zeros(k, dtype=int)
     with threadpool_limits(1, user_api="blas"):  # small dense solves: threads only thrash
@@ -327,7 +335,7 @@ def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol):
             W[i], iters[i] = prob.active_set(W[i], rows[i], max_iter)
         W = prob.clip_balls(W)
         obj, gap = prob.certify(W, rows)
-        for i in np.flatnonzero(_relative(gap, obj) > tol):
+        for i in np.flatnonzero(relative_gap(gap, obj) > tol):
             w, extra = prob.active_set(np.zeros(d), rows[i], max_iter, add_fraction=1.0)
             w = prob.clip_balls(w[None, :])
             o, g = prob.certify(w, rows[i : i + 1])
@@ -344,7 +352,7 @@ def row_gap(stats: GramStats, spec: RowSpec, W: np.ndarray, rows=None):
     so the gap also charges suboptimal free coordinates. Rows outside the balls (beyond the
     relative tolerance BALL_RTOL) get an infinite gap.
     """
-    prob = _Problem(stats, spec)
+    prob = ReducedProblem(stats, spec)
     rows = np.arange(stats.k) if rows is None else np.asarray(rows, dtype=int)
     W = np.atleast_2d(np.asarray(W, dtype=float))
     P_red, gap_red = prob.certify(W[:, prob.elim.keep], rows)
@@ -365,43 +373,4 @@ def solve_path(stats: GramStats, spec: RowSpec, lambdas, **kwargs) -> list[RowSo
     return out
 
 
-def _solve_parallel(fn, stats, spec, rows, warm_start, opts, n_jobs, backend, address, start):
-    """Split rows into n_jobs chunks, solve them with `fn` on `backend`, merge in order."""
-    from ..parallel import map_chunks
-
-    parts = np.array_split(np.arange(len(rows)), max(1, min(n_jobs, len(rows))))
-    tasks = [
-        (stats, spec, rows[p], None if warm_start is None else warm_start[p], opts) for p in parts if p.size
-    ]
-    sols = map_chunks(_ChunkSolver(fn), tasks, backend=backend, n_jobs=n_jobs, address=address)
-    return merge_solutions(sols, time.perf_counter() - start)
-
-
-@dataclass
-class _ChunkSolver:
-    """Picklable per-chunk call of a row solver (serial inside the worker)."""
-
-    fn: object
-
-    def __call__(self, task):
-        stats, spec, rows, warm, opts = task
-        return self.fn(stats, spec, rows=rows, warm_start=warm, **opts)
-
-
-def merge_solutions(sols: list[RowSolution], seconds: float) -> RowSolution:
-    """Concatenate chunk solutions (in the given order) into one RowSolution."""
-    esc = [s.escalated for s in sols]
-    return RowSolution(
-        np.vstack([s.W for s in sols]),
-        np.concatenate([s.objective for s in sols]),
-        np.concatenate([s.gap for s in sols]),
-        [st for s in sols for st in s.status],
-        np.concatenate([s.iterations for s in sols]),
-        seconds,
-        np.concatenate([s.rows for s in sols]),
-        None if any(e is None for e in esc) else np.concatenate(esc),
-        sols[0].solver,
-    )
-
-
-__all__ = ["RowSpec", "RowSolution", "solve_rows", "solve_path", "row_gap", "merge_solutions"]
+__all__ = ["ReducedProblem", "RowFitError", "RowSolution", "RowSpec", "relative_gap", "row_gap", "solve_path", "solve_rows"]

@@ -128,8 +128,7 @@ def s_bound_scaling(weights, s) -> SBoundScaling:
 
 
 def fit_output_layer_s_bounded(F, Y, loss: str, weights, s, *, lam_l1=0.0, lam_l2: float = 0.0,
-                               anchor=None, tol: float = 1e-8, max_iter: int = 20000,
-                               warm_start=None, n_jobs: int = 1, backend: str = "serial"):
+                               anchor=None, warm_start=None, **solver_options):
     """Certified output fit (convex/losses.fit_output_layer) with Σ_j ω_j|W_ij| ≤ s on every row.
 
     Solved in the scaled coordinates W̃ = WΩ̂ (module docstring); the ℓ1 penalties are exact, the
@@ -150,8 +149,7 @@ def fit_output_layer_s_bounded(F, Y, loss: str, weights, s, *, lam_l1=0.0, lam_l
         warm_start = (sc.to_scaled(warm_start[0]), warm_start[1])
     Wt, b, info = fit_output_layer(
         sc.features(F), Y, loss, lam_l1=sc.penalty(lam), lam_l2=lam_l2, anchor=anchor,
-        balls=[sc.ball], tol=tol, max_iter=max_iter, warm_start=warm_start, n_jobs=n_jobs,
-        backend=backend)
+        balls=[sc.ball], warm_start=warm_start, **solver_options)
     W = sc.from_scaled(Wt)
     row_sums = np.abs(W) @ np.asarray(weights, dtype=float)
     if np.any(row_sums > check_s_value(s) * (1 + S_RTOL)):

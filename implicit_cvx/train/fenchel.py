@@ -22,19 +22,24 @@ and a (C, D) refit on the true states.
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import option
 from ..convex.gram import GramStats
-from ..convex.losses import fit_output_layer
-from ..convex.rows import RowSpec, solve_rows
-from ..wellposed import check_kappa, inf_norm
-from .init import as_generator, init_model
-from .objective import FitResult, evaluate, loss_grad, loss_value, penalty_value, prepare_data
-from .runlog import progress_bar, restore_rng, rng_state
+from ..convex.rows import RowSpec
+from ..convex.solvers import RowProblem, solve_certified, uncertified_record
+from ..model import ImplicitModel
+from ..numerics import inf_norm, pre_activation
+from .adjoint import finish_summary
+from .driver import FitMethod, FitResult, Step, fit_function
+from .init import init_model
+from .objective import evaluate, evaluate_at, loss_grad, loss_value, penalty_value
+from .options import CertifiedStepOptions, LoopOptions, RowParallelOptions, StateModelOptions
+from .steps import output_step
 
-ANCHOR_MU = 1e-4  # default proximal anchor μ‖W − W_k‖² of the weight steps (singular Gram matrices)
+EQ_TOL = 1e-12
 
 
 def fenchel_divergence(X, Z) -> np.ndarray:
@@ -42,16 +47,11 @@ def fenchel_divergence(X, Z) -> np.ndarray:
     return 0.5 * (np.maximum(Z, 0.0) - X) ** 2 + X * np.maximum(-Z, 0.0)
 
 
-def pre_activations(model, X, U) -> np.ndarray:
-    """Z = XAᵀ + UBᵀ + b_x."""
-    return X @ model.A.T + U @ model.B.T + model.b_x
-
-
 def relaxed_objective(model, U, Y, X, loss, lam, penalties=(0.0, 0.0)) -> dict:
     """The relaxed objective J and its parts: loss at X, fenchel = (1/m)ΣF, penalty."""
     parts = {
         "relaxed_loss": loss_value(loss, model.output(X, U), Y),
-        "fenchel_gap": float(fenchel_divergence(X, pre_activations(model, X, U)).sum() / len(U)),
+        "fenchel_gap": float(fenchel_divergence(X, pre_activation(model, X, U)).sum() / len(U)),
         "penalty": penalty_value(model, *penalties),
     }
     parts["relaxed_objective"] = parts["relaxed_loss"] + lam * parts["fenchel_gap"] + parts["penalty"]
@@ -63,24 +63,11 @@ def _J(model, U, Y, X, loss, lam, penalties) -> float:
 
 
 # ---- block steps ---------------------------------------------------------------------------------
-def output_step(model, U, Y, X, loss, penalties, include_D, tol, mu=ANCHOR_MU, **par):
-    """(C, D, b_y) ← certified output fit on features [X, U] (or X when D is fixed at 0)."""
-    F = np.hstack([X, U]) if include_D else X
-    W0 = np.hstack([model.C, model.D]) if include_D else model.C
-    W, b, info = fit_output_layer(F, Y, loss, lam_l1=penalties[0], lam_l2=penalties[1],
-                                  anchor=(W0, model.b_y, mu), tol=tol, warm_start=(W0, model.b_y),
-                                  **par)
-    n = model.n_states
-    changes = {"C": W[:, :n], "b_y": b}
-    if include_D:
-        changes["D"] = W[:, n:]
-    return model.with_weights(**changes), info.gap
-
-
-def state_weights_step(model, U, X, lam, kappa, penalties, tol, inner=5, mu=ANCHOR_MU, **par):
+def state_weights_step(model, U, X, lam, kappa, penalties, tol, inner=5, mu=1e-4, **solver_kw):
     """(A, B, b_x) ← MM on the Fenchel term: each step a certified squared-loss row problem.
 
-    Returns the model and the largest duality gap (in J's units) of the row problems solved.
+    Returns the model, the largest duality gap (in J's units) of the row problems solved, and
+    the history notes of rows accepted uncertified (when solver_kw allows it).
     """
     m, n, p = X.shape[0], model.n_states, model.n_inputs
     R = np.hstack([X, U, np.ones((m, 1))])
@@ -88,14 +75,16 @@ def state_weights_step(model, U, X, lam, kappa, penalties, tol, inner=5, mu=ANCH
     mask = np.append(np.ones(n + p), 0.0)
     G = R.T @ R / m + (2.0 * penalties[1] / lam) * np.diag(mask)
     pen = (2.0 * penalties[0] / lam) * mask
-    max_gap = 0.0
+    max_gap, notes = 0.0, []
     for _ in range(inner):
-        Z = pre_activations(model, X, U)
+        Z = pre_activation(model, X, U)
         T = X + np.minimum(Z, 0.0)
         W0 = np.hstack([model.A, model.B, model.b_x[:, None]])
         stats = GramStats(G, R.T @ T / m, np.einsum("ij,ij->j", T, T) / m, m)
         spec = RowSpec(penalty=pen, free=[n + p], balls=[(np.arange(n), kappa)], anchor=W0, mu=mu)
-        sol = solve_rows(stats, spec, tol=tol, warm_start=W0, **par)
+        sol = solve_certified(RowProblem(stats, spec), tol=tol, step="(A, B) rows", warm_start=W0,
+                              **solver_kw)
+        notes += uncertified_record("(A, B) rows", sol)
         max_gap = max(max_gap, 0.5 * lam * float(np.sum(sol.gap)))
         new = model.with_weights(A=sol.W[:, :n], B=sol.W[:, n:n + p], b_x=sol.W[:, -1])
         before = _fenchel_weight_objective(model, U, X, lam, penalties)
@@ -105,25 +94,25 @@ def state_weights_step(model, U, X, lam, kappa, penalties, tol, inner=5, mu=ANCH
         model = new
         if before - after <= tol * max(1.0, abs(before)):
             break
-    return model, max_gap
+    return model, max_gap, notes
 
 
 def _fenchel_weight_objective(model, U, X, lam, penalties) -> float:
-    F = fenchel_divergence(X, pre_activations(model, X, U))
+    F = fenchel_divergence(X, pre_activation(model, X, U))
     return lam * float(F.sum()) / len(U) + penalty_value(model, *penalties)
 
 
 def _x_objective(model, U, Y, X, Xk, loss, lam, rho_eff):
     """m·(loss + λ(1/m)ΣF) + (ρ_eff/2)‖X − X_k‖²: the X-step objective (separable by sample)."""
     m = len(U)
-    Z = pre_activations(model, X, U)
+    Z = pre_activation(model, X, U)
     return (m * loss_value(loss, model.output(X, U), Y) + lam * float(fenchel_divergence(X, Z).sum())
             + 0.5 * rho_eff * float(np.sum((X - Xk) ** 2)))
 
 
 def _x_gradient(model, U, Y, X, Xk, loss, lam, rho_eff):
     m = len(U)
-    Z = pre_activations(model, X, U)
+    Z = pre_activation(model, X, U)
     A = model.A
     g = m * loss_grad(loss, model.output(X, U), Y) @ model.C
     return g + lam * (X + np.maximum(Z, 0.0) @ A - Z - X @ A) + rho_eff * (X - Xk)
@@ -162,137 +151,128 @@ def state_step(model, U, Y, Xk, loss, lam, rho, tol, max_iter=500):
     return X, (bound / m if smooth else None)
 
 
-# ---- the fit -------------------------------------------------------------------------------------
-def fit_fenchel(
-    U,
-    Y,
-    *,
-    task: str,
-    loss: str | None = None,
-    n_states: int | None = 64,
-    kappa: float = 0.95,
-    include_D: bool = True,
-    lam: float = 1.0,
-    lam_growth: float = 1.5,
-    rho: float = 1.0,
-    max_outer: int = 30,
-    lam_l1: float = 0.0,
-    lam_l2: float = 0.0,
-    ab_inner: int = 5,
-    x_iter: int = 300,
-    anchor_mu: float = ANCHOR_MU,
-    init=None,
-    seed=0,
-    U_val=None,
-    Y_val=None,
-    run=None,
-    progress: bool = False,
-    tol: float = 1e-9,
-    n_jobs: int = 1,
-    backend: str = "serial",
-) -> FitResult:
-    """Fenchel-lifted BCD (ReLU only); λ_k = lam·lam_growth^k; rho is relative to λ.
 
-    History per outer iteration: the relaxed objective after each block step (`relaxed_trace`,
-    monotone), its parts, the TRUE equilibrium objective/loss/metrics/residual, the duality gaps
-    of the block steps, validation metrics and seconds. Returns the best true model after an
-    equilibrium re-solve and a certified (C, D) refit on the true states.
-    """
-    t_start = time.perf_counter()
-    kappa = check_kappa(kappa)
-    U, Y, loss, q, U_val, Y_val = prepare_data(U, Y, task, loss, U_val, Y_val)
-    for name, v, low in (("lam", lam, 0.0), ("rho", rho, 0.0), ("anchor_mu", anchor_mu, 0.0)):
-        if not (np.isfinite(v) and v > low):
-            raise ValueError(f"{name}={v!r} must be a positive number")
-    if not (np.isfinite(lam_growth) and lam_growth >= 1.0):
-        raise ValueError(f"lam_growth={lam_growth!r} must be ≥ 1 (λ grows between outer iterations)")
-    if int(max_outer) != max_outer or max_outer < 1:
-        raise ValueError(f"max_outer={max_outer!r} must be a positive integer")
-    if lam_l1 < 0 or lam_l2 < 0:
-        raise ValueError(f"penalties must be ≥ 0, got lam_l1={lam_l1}, lam_l2={lam_l2}")
-    rng = as_generator(seed)
-    model = init_model(init, n_inputs=U.shape[1], n_outputs=q, n_states=n_states, kappa=kappa,
-                       seed=rng, include_D=include_D, U=U)
-    if any(act.name != "relu" for act, _, _ in model.activation.blocks):
-        raise ValueError(
-            f"method 'fenchel' needs ReLU states (its Fenchel divergence is ReLU's), got activation "
-            f"{model.activation.to_json()}; use method 'adjoint' or 'gradient' for other activations"
-        )
-    penalties = (lam_l1, lam_l2)
-    par = {"n_jobs": n_jobs, "backend": backend}
-    X = model.equilibrium(U, tol=1e-12)
-    X_eq, best, best_value, start, elapsed0 = X.copy(), model, np.inf, 0, 0.0
-    if run is not None and run.resumed is not None:
-        ck = run.resumed
-        model, start, rng = ck.model, ck.iteration + 1, restore_rng(ck.state["rng"])
-        X, X_eq = ck.arrays["X"].copy(), ck.arrays["X_eq"].copy()
-        best, best_value, elapsed0 = ck.models["best"], ck.state["best_value"], ck.state["seconds"]
-    history = run.history() if run is not None else []
-    bar = progress_bar(max_outer, progress, "fenchel", initial=start)
-    it = start - 1
-    max_gap = max([r["max_duality_gap"] for r in history] or [0.0])
-    for it in range(start, max_outer):
-        lam_k = lam * lam_growth**it
-        trace = [_J(model, U, Y, X, loss, lam_k, penalties)]
-        cand, gap_cd = output_step(model, U, Y, X, loss, penalties, include_D, tol, anchor_mu, **par)
-        model = _accept(model, cand, U, Y, X, loss, lam_k, penalties, trace)
-        cand, gap_ab = state_weights_step(model, U, X, lam_k, kappa, penalties, tol, ab_inner,
-                                           anchor_mu, **par)
-        model = _accept(model, cand, U, Y, X, loss, lam_k, penalties, trace)
-        Xn, gap_x = state_step(model, U, Y, X, loss, lam_k, rho, tol, x_iter)
-        if _J(model, U, Y, Xn, loss, lam_k, penalties) <= trace[-1]:
+# ---- the method ----------------------------------------------------------------------------------
+@dataclass
+class FenchelOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions, LoopOptions):
+    max_outer: int = option(30, low=1, estimator="max_iter", help="outer iterations")
+    lam: float = option(1.0, low=0, open_low=True, help="weight λ of the Fenchel divergence at iteration 0")
+    lam_growth: float = option(1.5, low=1, help="λ_k = lam · lam_growth^k")
+    rho: float = option(1.0, low=0, open_low=True, help="proximal weight of the X step, relative to λ")
+    lam_l1: float = option(0.0, low=0, estimator="lam_l1", help="ℓ1 penalty on A, B, C, D")
+    lam_l2: float = option(0.0, low=0, estimator="lam_l2", help="squared ℓ2 penalty on A, B, C, D")
+    ab_inner: int = option(5, low=1, help="majorize–minimize steps of (A, B) per outer iteration")
+    x_iter: int = option(300, low=1, help="FISTA iterations of the X step")
+    anchor_mu: float = option(1e-4, low=0, open_low=True,
+                              help="proximal anchor μ‖W − W_k‖² of the weight steps")
+    tol: float = option(1e-9, low=0, open_low=True, help="relative duality-gap tolerance of the steps")
+    activation: str = option("relu", choices=("relu",), section="model",
+                             help="relu only: the Fenchel divergence is ReLU's")
+
+
+@dataclass
+class FenchelState:
+    model: ImplicitModel
+    rng: np.random.Generator
+    X: np.ndarray  # the relaxed states
+    X_eq: np.ndarray  # the true equilibrium of the current model (warm start)
+    best: ImplicitModel  # the model of least TRUE training objective so far
+    best_value: float
+    iteration: int
+
+
+class FenchelMethod(FitMethod):
+    """Fenchel-lifted block coordinate descent (ReLU only); λ_k = lam·lam_growth^k, rho relative
+    to λ. Returns the best TRUE model after an equilibrium re-solve and a certified (C, D) refit."""
+
+    name = "fenchel"
+    Options = FenchelOptions
+    State = FenchelState
+
+    @property
+    def max_steps(self) -> int:
+        return self.opts.max_outer
+
+    @property
+    def penalties(self) -> tuple:
+        return self.opts.lam_l1, self.opts.lam_l2
+
+    def _solver_kw(self) -> dict:
+        o = self.opts
+        return dict(n_jobs=o.n_jobs, backend=o.backend, address=o.address,
+                    accept_uncertified=o.accept_uncertified)
+
+    def _output_step(self, model, X):
+        o, d = self.opts, self.data
+        return output_step(model, X, d.U, d.Y, d.loss, include_D=o.include_D, mu=o.anchor_mu,
+                           lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.tol, **self._solver_kw())
+
+    def start(self, rng) -> FenchelState:
+        o, d = self.opts, self.data
+        model = init_model(o.init, n_inputs=d.U.shape[1], n_outputs=d.n_outputs,
+                           n_states=o.n_states, kappa=o.kappa, seed=rng, activation=o.activation,
+                           include_D=o.include_D, U=d.U)
+        if any(act.name != "relu" for act, _, _ in model.activation.blocks):
+            raise ValueError(
+                f"method 'fenchel' needs ReLU states (its Fenchel divergence is ReLU's), got "
+                f"activation {model.activation.to_json()}; use method 'adjoint' or 'gradient'")
+        X = model.equilibrium(d.U, tol=EQ_TOL)
+        return FenchelState(model, rng, X, X.copy(), model, np.inf, 0)
+
+    def _J(self, model, X, lam) -> float:
+        d = self.data
+        return relaxed_objective(model, d.U, d.Y, X, d.loss, lam, self.penalties)["relaxed_objective"]
+
+    def _accept(self, model, cand, X, lam, trace):
+        """Keep `cand` only if the relaxed objective did not increase; append J to the trace."""
+        value = self._J(cand, X, lam)
+        trace.append(min(value, trace[-1]))
+        return cand if value <= trace[-2] else model
+
+    def step(self, state: FenchelState) -> Step:
+        o, d = self.opts, self.data
+        lam_k = o.lam * o.lam_growth ** state.iteration
+        model, X = state.model, state.X
+        trace = [self._J(model, X, lam_k)]
+        cand, cd = self._output_step(model, X)
+        model = self._accept(model, cand, X, lam_k, trace)
+        cand, gap_ab, notes = state_weights_step(model, d.U, X, lam_k, o.kappa, self.penalties,
+                                                 o.tol, o.ab_inner, o.anchor_mu, **self._solver_kw())
+        model = self._accept(model, cand, X, lam_k, trace)
+        Xn, gap_x = state_step(model, d.U, d.Y, X, d.loss, lam_k, o.rho, o.tol, o.x_iter)
+        if self._J(model, Xn, lam_k) <= trace[-1]:
             X = Xn
-        trace.append(_J(model, U, Y, X, loss, lam_k, penalties))
-        rec = {"iteration": it, "lam": lam_k, "relaxed_trace": trace,
-               **relaxed_objective(model, U, Y, X, loss, lam_k, penalties)}
-        true, X_eq = evaluate(model, U, Y, task, loss, penalties, X0=X_eq, tol=1e-12)
+        trace.append(self._J(model, X, lam_k))
+        rec = {"lam": lam_k, "relaxed_trace": trace,
+               **relaxed_objective(model, d.U, d.Y, X, d.loss, lam_k, self.penalties)}
+        true, X_eq = evaluate(model, d.U, d.Y, d.task, d.loss, self.penalties, X0=state.X_eq,
+                              tol=EQ_TOL)
         rec.update(true)
+        best, best_value = state.best, state.best_value
         if true["train_objective"] < best_value:
             best, best_value = model, true["train_objective"]
-        if U_val is not None:
-            rec.update(evaluate(model, U_val, Y_val, task, loss, penalties, tol=1e-12, prefix="val")[0])
-        max_step_gap = max(g for g in (gap_cd, gap_ab, gap_x, 0.0) if g is not None)
-        max_gap = max(max_gap, max_step_gap)
-        rec.update(gap_CD=gap_cd, gap_AB=gap_ab, gap_X=gap_x, max_duality_gap=max_step_gap,
-                   inf_norm_A=inf_norm(model.A), seconds=elapsed0 + time.perf_counter() - t_start)
-        history.append(rec)
-        bar.update()
-        bar.set_postfix(true=f"{true['train_objective']:.4g}", relaxed=f"{trace[-1]:.4g}")
-        if run is not None:
-            run.log(rec)
-            if run.due(it, final=it == max_outer - 1):
-                run.checkpoint(it, model, {"rng": rng_state(rng), "best_value": best_value,
-                                           "seconds": rec["seconds"]},
-                               {"X": X, "X_eq": X_eq}, {"best": best})
-    bar.close()
-    final, summary = _finish(best, U, Y, task, loss, penalties, include_D, tol, anchor_mu, par)
-    summary.update(outer_iterations=it + 1, max_duality_gap=max(max_gap, summary["max_duality_gap"]),
-                   fenchel_gap=history[-1]["fenchel_gap"] if history else 0.0, kappa=kappa,
-                   seconds=elapsed0 + time.perf_counter() - t_start)
-    final.metadata.update(method="fenchel", kappa=kappa)
-    return FitResult(final, history, summary)
+        if cd.status == "uncertified":
+            notes.append({"step": "(C, D) fit", "rows": "all", "solver": cd.solver, "max_gap": cd.gap})
+        rec.update(gap_CD=cd.gap, gap_AB=gap_ab, gap_X=gap_x,
+                   max_duality_gap=max(g for g in (cd.gap, gap_ab, gap_x, 0.0) if g is not None),
+                   inf_norm_A=inf_norm(model.A), **({"uncertified": notes} if notes else {}))
+        return Step(FenchelState(model, state.rng, X, X_eq, best, best_value, state.iteration + 1), rec)
+
+    def finish(self, state: FenchelState, model) -> FitResult:
+        """Equilibrium re-solve of the best model and a certified (C, D) refit on its true states,
+        kept if it lowers the true objective. The refit keeps the run's proximal anchor: an
+        unanchored refit overfits (|C| in the hundreds on §7.1) and is slow on separable data."""
+        d, o = self.data, self.opts
+        best = state.best if model is state.model else model
+        X = best.equilibrium(d.U, tol=EQ_TOL)
+        before = evaluate_at(best, X, d.U, d.Y, d.task, d.loss, self.penalties)
+        refit, cd = self._output_step(best, X)
+        after = evaluate_at(refit, X, d.U, d.Y, d.task, d.loss, self.penalties)
+        final, rec = (refit, after) if after["train_objective"] <= before["train_objective"] else (best, before)
+        result = finish_summary(final, rec, cd, o.kappa, "fenchel", d.task)
+        result.summary["fenchel_gap"] = relaxed_objective(
+            state.model, d.U, d.Y, state.X, d.loss, 1.0, self.penalties)["fenchel_gap"]
+        return result
 
 
-def _accept(model, cand, U, Y, X, loss, lam, penalties, trace):
-    """Keep `cand` only if the relaxed objective did not increase; append J to the trace."""
-    value = _J(cand, U, Y, X, loss, lam, penalties)
-    if value <= trace[-1]:
-        trace.append(value)
-        return cand
-    trace.append(trace[-1])
-    return model
-
-
-def _finish(best, U, Y, task, loss, penalties, include_D, tol, anchor_mu, par):
-    """Equilibrium re-solve of the best model and a certified (C, D) refit on the true states.
-
-    The refit keeps the run's proximal anchor: an unanchored refit overfits (|C| in the hundreds on
-    §7.1) and is slow on separable data."""
-    X = best.equilibrium(U, tol=1e-12)
-    before = evaluate(best, U, Y, task, loss, penalties, X0=X, tol=1e-12)[0]
-    refit, gap = output_step(best, U, Y, X, loss, penalties, include_D, tol, anchor_mu, **par)
-    after, _ = evaluate(refit, U, Y, task, loss, penalties, X0=X, tol=1e-12)
-    final, rec = (refit, after) if after["train_objective"] <= before["train_objective"] else (best, before)
-    summary = {**rec, "equilibrium_residual": rec["train_residual"], "inf_norm_A": inf_norm(final.A),
-               "max_duality_gap": gap}
-    return final, summary
+fit_fenchel = fit_function(FenchelMethod)

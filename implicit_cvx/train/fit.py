@@ -1,6 +1,8 @@
 """One entry point for every fitting method: a validated config in, a model and its report out.
 
-Used by `implicit-cvx fit CONFIG --out DIR` and by the experiment scripts.
+Used by `implicit-cvx fit CONFIG --out DIR` and by the experiment scripts. A config names a
+method; its schema is generated from that method's registered options (train/registry.py), so a
+key the method does not read is refused by name.
 """
 
 from __future__ import annotations
@@ -10,209 +12,153 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, Field, load_yaml, validate
+from ..config import ConfigError, Field, load_yaml, option_specs, validate
+from ..data import load_dataset
+from ..numerics import predicted_labels
+from ..report import base_report, model_fields, write_report
+from .registry import METHODS, get_method
+from .runlog import RunLog
 
-METHODS = ("sim", "adjoint", "fenchel", "gradient")
+DEFAULT_METHOD = "adjoint"
 
-SCHEMA = {
-    "method": Field("str", "adjoint", choices=METHODS, help="fitting method"),
-    "seed": Field("int", 0, low=0),
-    "dataset": {
-        "name": Field("str", "digits", help="built-in name or path to .npz/.csv"),
-        "test_size": Field("float", 0.2, low=0, high=1, open_low=True, open_high=True),
-        "label": Field("str", None, help="label column of a .csv"),
-        "validation_fraction": Field("float", 0.0, low=0, high=0.5, open_high=True),
-        "max_train": Field("int", None, low=2, help="use only this many training samples (seeded)"),
-    },
-    "model": {
-        "n_states": Field("int", 64, low=1),
-        "init": Field("str", "random",
-                      help="random | data (biases placed inside the data) | path to a saved model"),
-        "kappa": Field("float", 0.95, low=0, high=1, open_low=True, open_high=True),
-        "activation": Field("str", "relu", choices=("relu", "leaky_relu", "tanh", "sigmoid", "identity")),
-        "include_D": Field("bool", True, help="direct input-output path D"),
-    },
-    "loss": Field("str", None, choices=("squared", "cross_entropy", "hinge")),
-    "sim": {
-        "teacher_hidden": Field("any", [64, 32], help="hidden layer sizes of the MLP teacher"),
-        "teacher_max_iter": Field("int", 300, low=1),
-        "formulation": Field("str", "l1", choices=("l1", "elastic_net", "equality", "robust", "group_lasso")),
-        "lam": Field("float", 1e-3, low=0),
-        "l2": Field("float", 0.0, low=0),
-        "beta": Field("float", None, low=0, open_low=True),
-        "gamma": Field("float", None, low=0, open_low=True),
-        "group_lam": Field("float", 0.0, low=0),
-        "solver": Field("str", "native", choices=("native", "SCS", "CLARABEL")),
-        "threshold": Field("float", 1e-8, low=0),
-        "chunk_size": Field("int", None, low=1),
-        "tol": Field("float", 1e-9, low=0, open_low=True),
-    },
-    "adjoint": {
-        "max_outer": Field("int", 50, low=1),
-        "batch_size": Field("int", None, low=2, help="rows per outer iteration (None: full batch)"),
-        "eta": Field("float", 1.0, low=0, open_low=True),
-        "anchor_mu": Field("float", 1e-2, low=0, open_low=True),
-        "lam_l1": Field("float", 0.0, low=0),
-        "lam_l2": Field("float", 0.0, low=0),
-        "tol": Field("float", 1e-9, low=0, open_low=True),
-    },
-    "fenchel": {
-        "max_outer": Field("int", 30, low=1),
-        "lam": Field("float", 1.0, low=0, open_low=True),
-        "lam_growth": Field("float", 1.5, low=1),
-        "rho": Field("float", 1.0, low=0, open_low=True),
-        "tol": Field("float", 1e-9, low=0, open_low=True),
-    },
-    "gradient": {
-        "lr": Field("float", 3e-3, low=0, open_low=True),
-        "epochs": Field("int", 200, low=1),
-        "batch_size": Field("int", None, low=1),
-        "lam_l2": Field("float", 0.0, low=0),
-    },
-    "run": {
-        "n_jobs": Field("int", 1, low=1),
-        "backend": Field("str", "serial", choices=("serial", "loky", "dask")),
-        "address": Field("str", None, help="dask scheduler address (else a LocalCluster)"),
-        "checkpoint_every": Field("int", 5, low=1),
-        "early_stopping": Field("bool", False),
-        "patience": Field("int", 10, low=1),
-    },
+DATASET = {
+    "name": Field("str", "digits", help="built-in name or path to .npz/.csv"),
+    "test_size": Field("float", 0.2, low=0, high=1, open_low=True, open_high=True,
+                       help="share of the data held out for testing"),
+    "label": Field("str", None, help="label column of a .csv"),
+    "validation_fraction": Field("float", 0.0, low=0, high=0.5, open_high=True,
+                                 help="share of the training rows held out for validation"),
+    "max_train": Field("int", None, low=2, help="use only this many training samples (seeded)"),
 }
+CHECKPOINT_EVERY = Field("int", 5, low=1, help="checkpoint every this many outer iterations")
+
+
+def config_schema(method: str) -> dict:
+    """The YAML schema of a config for `method`: top-level keys, dataset, and the sections its
+    options live in (model, run, the method's own)."""
+    cls = get_method(method)
+    schema = {"method": Field("str", DEFAULT_METHOD, choices=tuple(METHODS), help="fitting method"),
+              "seed": Field("int", 0, low=0, help="seed of the split, the init and every draw"),
+              "dataset": dict(DATASET)}
+    for spec in option_specs(cls.Options):
+        if spec.section == "python":
+            continue
+        section = schema if spec.section == "top" else schema.setdefault(spec.section or method, {})
+        section[spec.name] = spec.field
+    if cls.iterative:
+        schema.setdefault("run", {})["checkpoint_every"] = CHECKPOINT_EVERY
+    return schema
+
+
+def _unused_key_error(raw: dict, method: str, schema: dict) -> None:
+    """A clear error for a key that another method reads but `method` does not."""
+    others = {name: config_schema(name) for name in METHODS if name != method}
+    for key, value in raw.items():
+        inner = schema.get(key)
+        if key not in schema and any(key in o for o in others.values()):
+            raise ConfigError(f"config section/key {key!r} is not used by method {method!r}; remove it")
+        if isinstance(value, dict) and isinstance(inner, dict):
+            for sub in value:
+                if sub not in inner and any(sub in o.get(key, {}) for o in others.values()):
+                    raise ConfigError(f"config key '{key}.{sub}' is not used by method {method!r}; "
+                                      "remove it")
 
 
 def load_config(path) -> dict:
-    """A validated config with defaults filled in."""
+    """A validated config with defaults filled in (errors name the file and the key)."""
     raw = load_yaml(path)
     try:
-        return validate(raw, SCHEMA)
+        method = raw.get("method", DEFAULT_METHOD)
+        if not isinstance(method, str) or method not in METHODS:
+            raise ConfigError(f"config key 'method': value {method!r} is not allowed; allowed: "
+                              f"one of {', '.join(repr(m) for m in METHODS)}")
+        schema = config_schema(method)
+        _unused_key_error(raw, method, schema)
+        cfg = validate(raw, schema)
+        if method == "sim" and cfg["dataset"]["validation_fraction"] > 0:
+            raise ConfigError("config key 'dataset.validation_fraction' is not used by method "
+                              "'sim' (it has no iterations to validate); remove it")
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _teacher(cfg, ds, U, y):
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-    hidden = cfg["sim"]["teacher_hidden"]
-    if not (isinstance(hidden, list) and hidden and all(isinstance(h, int) and h > 0 for h in hidden)):
-        raise ConfigError(f"config key 'sim.teacher_hidden': value {hidden!r} is not allowed; "
-                          "allowed: a list of positive integers")
-    cls = MLPClassifier if ds.task == "classification" else MLPRegressor
-    est = cls(hidden_layer_sizes=tuple(hidden), max_iter=cfg["sim"]["teacher_max_iter"],
-              random_state=cfg["seed"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(U, y)
-    return est
+def method_options(cfg: dict) -> dict:
+    """The keyword options of the config's method, gathered from their sections."""
+    method = cfg["method"]
+    out = {}
+    for spec in option_specs(get_method(method).Options):
+        if spec.section == "python":
+            continue
+        section = cfg if spec.section == "top" else cfg[spec.section or method]
+        out[spec.name] = section[spec.name]
+    return out
 
 
-def _method_kwargs(cfg: dict, ds, U, y) -> dict:
-    method, model_cfg, run_cfg = cfg["method"], cfg["model"], cfg["run"]
-    common = dict(task=ds.task, seed=cfg["seed"])
-    if method in ("sim", "fenchel") and model_cfg["activation"] != "relu":
-        raise ConfigError(f"config key 'model.activation': value {model_cfg['activation']!r} is not "
-                          f"allowed with method {method!r}; allowed: 'relu' (use adjoint or gradient)")
-    if method == "sim":
-        if model_cfg["init"] != "random":
-            raise ConfigError("config key 'model.init' is not used by method 'sim' (the teacher "
-                              "gives the states); remove it")
-        s = dict(cfg["sim"])
-        teacher = _teacher(cfg, ds, U, y)
-        s.pop("teacher_hidden"), s.pop("teacher_max_iter")
-        return dict(common, teacher=teacher, kappa=model_cfg["kappa"],
-                    include_D=model_cfg["include_D"], n_jobs=run_cfg["n_jobs"],
-                    backend=run_cfg["backend"], address=run_cfg["address"], **s)
-    kwargs = dict(common, n_states=model_cfg["n_states"], kappa=model_cfg["kappa"],
-                  include_D=model_cfg["include_D"], init=model_cfg["init"], loss=cfg["loss"],
-                  **cfg[method])
-    if method in ("adjoint", "fenchel") and run_cfg["backend"] != "serial":
-        kwargs.update(n_jobs=run_cfg["n_jobs"], backend=run_cfg["backend"])
-    if method in ("adjoint", "gradient"):
-        kwargs.update(activation=model_cfg["activation"], early_stopping=run_cfg["early_stopping"],
-                      patience=run_cfg["patience"])
-    return kwargs
-
-
-def _fitter(method: str):
-    if method == "sim":
-        from .sim import fit_sim as f
-    elif method == "adjoint":
-        from .adjoint import fit_adjoint as f
-    elif method == "fenchel":
-        from .fenchel import fit_fenchel as f
-    else:
-        from .gradient import fit_gradient as f
-    return f
-
-
-def _metrics(model, U, y, task, prefix: str) -> dict:
-    pred = model.predict(U)
-    if task == "classification":
-        if pred.shape[1] == 1:
-            labels = (pred[:, 0] > 0).astype(int)
-        else:
-            labels = np.argmax(pred, axis=1)
-        return {f"{prefix}_accuracy": float(np.mean(labels == y))}
-    return {f"{prefix}_rmse": float(np.sqrt(np.mean((pred.reshape(np.shape(y)) - y) ** 2)))}
-
-
-def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True):
-    """Fit the model a validated config describes; write model.npz, report.json, A's sparsity plot."""
-    from ..data import load_dataset
-    from ..report import base_report, model_fields, write_report
-    from .runlog import RunLog
-
-    t0 = time.perf_counter()
-    phases = {}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _split(cfg: dict):
+    """(dataset, train (U, y), validation (U, y) or None, test (U, y)) of a config."""
     ds = load_dataset(cfg["dataset"]["name"], seed=cfg["seed"], test_size=cfg["dataset"]["test_size"],
                       label=cfg["dataset"]["label"])
     U, y = ds.split("train")
-    U_test, y_test = ds.split("test")
     rng = np.random.default_rng(cfg["seed"])
-    if cfg["dataset"]["max_train"] is not None and cfg["dataset"]["max_train"] < len(U):
-        keep = np.sort(rng.permutation(len(U))[: cfg["dataset"]["max_train"]])
+    max_train = cfg["dataset"]["max_train"]
+    if max_train is not None and max_train < len(U):
+        keep = np.sort(rng.permutation(len(U))[:max_train])
         U, y = U[keep], y[keep]
-    val = {}
+    val = None
     frac = cfg["dataset"]["validation_fraction"]
-    if frac > 0 and cfg["method"] != "sim":
+    if frac > 0:
         perm = rng.permutation(len(U))
         nv = max(1, int(round(frac * len(U))))
-        val = {"U_val": U[perm[:nv]], "Y_val": y[perm[:nv]]}
+        val = (U[perm[:nv]], y[perm[:nv]])
         U, y = U[perm[nv:]], y[perm[nv:]]
-    phases["data"] = time.perf_counter() - t0
+    return ds, (U, y), val, ds.split("test")
 
+
+def test_metrics(model, U, y, task: str) -> dict:
+    """Test accuracy or RMSE of a fitted model."""
+    pred = model.predict(U)
+    if task == "classification":
+        return {"test_accuracy": float(np.mean(predicted_labels(pred) == y))}
+    return {"test_rmse": float(np.sqrt(np.mean((pred.reshape(np.shape(y)) - y) ** 2)))}
+
+
+def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True):
+    """Fit the model a validated config describes; write model.npz, report.json, A's sparsity plot.
+
+    The report shows the fit's own summary (train metrics, residual, gaps) — nothing is re-solved —
+    plus the test metrics of the saved model."""
+    t0 = time.perf_counter()
     method = cfg["method"]
-    kwargs = _method_kwargs(cfg, ds, U, y)
-    phases["teacher"] = time.perf_counter() - t0 - phases["data"] if method == "sim" else 0.0
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds, (U, y), val, (U_test, y_test) = _split(cfg)
+    phases = {"data": time.perf_counter() - t0}
+    options = method_options(cfg)
     if method == "sim":
-        kwargs.update(U_test=U_test, Y_test=y_test)
-        result = _fitter(method)(U, y, progress=progress, **kwargs)
-    else:
-        run = RunLog(out, checkpoint_every=cfg["run"]["checkpoint_every"], resume=resume)
-        result = _fitter(method)(U, y, run=run, progress=progress, **kwargs, **val)
-    t_fit = time.perf_counter()
+        options.update(U_test=U_test, Y_test=y_test)
+    run = None if method == "sim" else RunLog(out, checkpoint_every=cfg["run"]["checkpoint_every"],
+                                              resume=resume)
+    U_val, y_val = val if val is not None else (None, None)
+    result = get_method(method).fit(U, y, task=ds.task, seed=cfg["seed"], U_val=U_val, Y_val=y_val,
+                                    run=run, progress=progress, **options)
+    phases["fit"] = time.perf_counter() - t0 - phases["data"]
     model = result.model
     model.metadata.update(
-        method=method, kappa=cfg["model"]["kappa"], preprocessing=ds.preprocessing,
+        method=method, kappa=options["kappa"], preprocessing=ds.preprocessing,
         classes=ds.classes, task=ds.task, dataset=ds.name,
         provenance={"config": cfg, "config_path": str(config_path) if config_path else None,
                     "seed": cfg["seed"]},
     )
     model.save(out / "model.npz")
-
     report = base_report("fit", method=method, task=ds.task, dataset=ds.name, seed=cfg["seed"],
                          config=cfg)
-    report.update(model_fields(model, U))
-    report.update(_metrics(model, U, y, ds.task, "train"))
-    report.update(_metrics(model, U_test, y_test, ds.task, "test"))
-    report.update({k: v for k, v in result.summary.items() if k not in report or report[k] is None})
-    phases["fit"] = t_fit - t0 - sum(phases.values())
+    report.update(model_fields(model))
+    report.update({k: v for k, v in result.summary.items() if v is not None or k not in report})
+    report.update(test_metrics(model, U_test, y_test, ds.task))
+    t_plot = time.perf_counter()
     plot_sparsity(model, out / "A_sparsity.png")
-    phases["report"] = time.perf_counter() - t_fit
+    phases["report"] = time.perf_counter() - t_plot
     report["seconds"] = time.perf_counter() - t0
     report["seconds_by_phase"] = {**result.summary.get("seconds_by_phase", {}), **phases}
     write_report(out, report)
@@ -220,7 +166,7 @@ def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True
 
 
 def plot_sparsity(model, path) -> None:
-    """A picture of A's nonzero pattern (and B's), the architecture SIM found."""
+    """A picture of A's nonzero pattern (and B's), the architecture a fit found."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,6 +179,8 @@ def plot_sparsity(model, path) -> None:
         dense = M.toarray() if sp.issparse(M) else M
         ax.spy(dense, markersize=1.5, aspect="auto")
         ax.set_title(f"{name}: {np.count_nonzero(dense)} nonzeros of {dense.size}")
+        ax.set_xlabel("input" if name == "B" else "state j")
+        ax.set_ylabel("state i")
     fig.suptitle(f"sparsity pattern, ‖A‖_∞ = {np.abs(model.A).sum(axis=1).max():.3f}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -8,19 +8,19 @@ projects A exactly onto ‖A‖_∞ ≤ κ (row-wise ℓ1-ball projection, not a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import option
 from ..gradients import loss_gradients
-from ..wellposed import check_kappa, inf_norm, project_inf_ball
-from .init import as_generator, init_model
-from .objective import (
-    FitResult,
-    evaluate,
-    loss_grad,
-    prepare_data,
-)
-from .runlog import EarlyStopping, progress_bar, restore_rng, rng_state
+from ..model import ImplicitModel
+from ..numerics import inf_norm
+from ..wellposed import project_inf_ball
+from .driver import FitMethod, FitResult, Step, fit_function
+from .init import init_model
+from .objective import evaluate, loss_grad
+from .options import LoopOptions, StateModelOptions
 
 WEIGHTS = ("A", "B", "C", "D")
 
@@ -61,122 +61,106 @@ class _Optimizer:
             out[k] = params[k] - self.lr * mhat / (np.sqrt(vhat) + self.eps)
         return out
 
-    def arrays(self) -> dict:
-        return {**{f"m_{k}": v for k, v in self.m.items()}, **{f"v_{k}": v for k, v in self.v.items()}}
+    def flatten(self) -> np.ndarray:
+        """The moment estimates (m, then v, of every parameter) as one vector."""
+        return np.concatenate([self.m[k].ravel() for k in self.names]
+                              + [self.v[k].ravel() for k in self.names])
 
-    def load(self, arrays: dict, t: int) -> None:
-        self.t = int(t)
-        for k in self.names:
-            self.m[k], self.v[k] = arrays[f"m_{k}"].copy(), arrays[f"v_{k}"].copy()
+    def unflatten(self, moments: np.ndarray, t: int) -> None:
+        """Restore the moment estimates written by `flatten` after `t` steps."""
+        self.t, pos = int(t), 0
+        for store in (self.m, self.v):
+            for k in self.names:
+                size = store[k].size
+                store[k] = moments[pos : pos + size].reshape(store[k].shape).copy()
+                pos += size
 
 
-def fit_gradient(
-    U,
-    Y,
-    *,
-    task: str,
-    loss: str | None = None,
-    n_states: int | None = 64,
-    kappa: float = 0.95,
-    include_D: bool = True,
-    lam_l2: float = 0.0,
-    lr: float = 3e-3,
-    epochs: int = 200,
-    batch_size: int | None = None,
-    init=None,
-    seed=0,
-    U_val=None,
-    Y_val=None,
-    early_stopping: bool = False,
-    patience: int = 10,
-    run=None,
-    progress: bool = False,
-    time_budget: float | None = None,
-    activation="relu",
-    optimizer: str = "adam",
-    tol: float = 1e-10,
-) -> FitResult:
-    """Projected Adam/SGD on all parameters with implicit gradients (DESIGN §5); A ← Π_κ(A).
+@dataclass
+class GradientOptions(StateModelOptions, LoopOptions):
+    lr: float = option(3e-3, low=0, open_low=True, help="learning rate")
+    epochs: int = option(200, low=1, estimator="max_iter", help="passes over the training data")
+    batch_size: int | None = option(None, kind="int", low=1, help="mini-batch size (null: full batch)")
+    lam_l2: float = option(0.0, low=0, estimator="lam_l2", help="squared ℓ2 penalty on A, B, C, D")
+    optimizer: str = option("adam", choices=("adam", "sgd"), help="adam | sgd")
+    tol: float = option(1e-10, low=0, open_low=True, help="equilibrium tolerance of each batch")
+    time_budget: float | None = option(None, kind="float", low=0, open_low=True,
+                                       help="stop after this many seconds (null: no limit)")
 
-    One history record per epoch: the full-batch TRUE objective of the current model, metrics,
-    validation metrics, equilibrium residual, ‖A‖_∞, seconds. With validation data the model
-    with the best validation loss is returned (early stopping after `patience` bad epochs when
-    early_stopping=True); otherwise the last one. `run` (a RunLog) adds history, checkpoints and
-    resume; all randomness comes from one Generator whose state is checkpointed.
-    """
-    t_start = time.perf_counter()
-    kappa = check_kappa(kappa)
-    U, Y, loss, q, U_val, Y_val = prepare_data(U, Y, task, loss, U_val, Y_val)
-    m = U.shape[0]
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be a positive integer")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None (full batch)")
-    if lam_l2 < 0:
-        raise ValueError(f"lam_l2={lam_l2!r} must be ≥ 0")
-    rng = as_generator(seed)
-    model = init_model(init, n_inputs=U.shape[1], n_outputs=q, n_states=n_states, kappa=kappa,
-                       seed=rng, activation=activation, include_D=include_D, U=U)
-    names = ("A", "B", "C") + (("D",) if include_D else ()) + ("b_x", "b_y")
-    opt = _Optimizer(names, [getattr(model, k).shape for k in names], optimizer, lr)
-    X_cache = np.zeros((m, model.n_states))
-    stopper = EarlyStopping(patience) if U_val is not None else None
-    best, start, elapsed0 = None, 0, 0.0
-    if run is not None and run.resumed is not None:
-        ck = run.resumed
-        model, start, rng = ck.model, ck.iteration + 1, restore_rng(ck.state["rng"])
-        opt.load(ck.arrays, ck.state["t"])
-        X_cache, elapsed0 = ck.arrays["X_cache"].copy(), ck.state["seconds"]
-        best = ck.models.get("best")
-        if stopper is not None:
-            stopper.load_state(ck.state["early_stopping"])
-    penalties = (0.0, lam_l2)
-    history = run.history() if run is not None else []
-    bar = progress_bar(epochs, progress, "gradient", initial=start)
-    epoch = start - 1
-    for epoch in range(start, epochs):
-        batches = [np.arange(m)] if batch_size is None or batch_size >= m else np.array_split(
-            rng.permutation(m), int(np.ceil(m / batch_size)))
+
+@dataclass
+class GradientState:
+    model: ImplicitModel
+    rng: np.random.Generator
+    X_cache: np.ndarray  # warm starts of the batch equilibria
+    moments: np.ndarray  # the optimizer's moment estimates, flattened
+    t: int  # optimizer steps taken
+    seconds: float  # time spent in steps so far (for time_budget; survives a resume)
+
+
+class GradientMethod(FitMethod):
+    """Projected Adam/SGD on all parameters with implicit gradients (paper App. G); A ← Π_κ(A)
+    after every step (the exact row-wise ℓ1-ball projection, not a rescaling)."""
+
+    name = "gradient"
+    Options = GradientOptions
+    State = GradientState
+
+    @property
+    def max_steps(self) -> int:
+        return self.opts.epochs
+
+    def _names(self) -> tuple:
+        return ("A", "B", "C") + (("D",) if self.opts.include_D else ()) + ("b_x", "b_y")
+
+    def _optimizer(self, model, state=None) -> _Optimizer:
+        names = self._names()
+        opt = _Optimizer(names, [getattr(model, k).shape for k in names], self.opts.optimizer,
+                         self.opts.lr)
+        if state is not None:
+            opt.unflatten(state.moments, state.t)
+        return opt
+
+    def start(self, rng) -> GradientState:
+        o, d = self.opts, self.data
+        model = init_model(o.init, n_inputs=d.U.shape[1], n_outputs=d.n_outputs,
+                           n_states=o.n_states, kappa=o.kappa, seed=rng, activation=o.activation,
+                           include_D=o.include_D, U=d.U)
+        opt = self._optimizer(model)
+        return GradientState(model, rng, np.zeros((d.U.shape[0], model.n_states)), opt.flatten(),
+                             0, 0.0)
+
+    def step(self, state: GradientState) -> Step:
+        t0 = time.perf_counter()
+        o, d = self.opts, self.data
+        m = d.U.shape[0]
+        model, X_cache, opt = state.model, state.X_cache.copy(), self._optimizer(state.model, state)
+        batches = [np.arange(m)] if o.batch_size is None or o.batch_size >= m else np.array_split(
+            state.rng.permutation(m), int(np.ceil(m / o.batch_size)))
         for idx in batches:
-            grads, X_b = implicit_gradients(model, U[idx], Y[idx], loss, lam_l2, X0=X_cache[idx], tol=tol)
+            grads, X_b = implicit_gradients(model, d.U[idx], d.Y[idx], d.loss, o.lam_l2,
+                                            X0=X_cache[idx], tol=o.tol)
             X_cache[idx] = X_b
-            new = opt.step({k: getattr(model, k) for k in names}, grads)
-            new["A"] = project_inf_ball(new["A"], kappa)
+            new = opt.step({k: getattr(model, k) for k in opt.names}, grads)
+            new["A"] = project_inf_ball(new["A"], o.kappa)
             model = model.with_weights(**new)
-        rec, X_cache = evaluate(model, U, Y, task, loss, penalties, X0=X_cache, tol=tol)
-        rec = {"iteration": epoch, "epoch": epoch, **rec, "inf_norm_A": inf_norm(model.A), "lr": lr}
-        if U_val is not None:
-            val, _ = evaluate(model, U_val, Y_val, task, loss, penalties, tol=tol, prefix="val")
-            rec.update(val)
-            if stopper.update(val["val_loss"], epoch):
-                best = model
-        rec["seconds"] = elapsed0 + time.perf_counter() - t_start
-        history.append(rec)
-        bar.update()
-        bar.set_postfix(loss=f"{rec['train_loss']:.4g}")
-        out_of_time = time_budget is not None and time.perf_counter() - t_start >= time_budget
-        stop = (early_stopping and stopper is not None and stopper.should_stop) or out_of_time
-        if run is not None:
-            run.log(rec)
-            if run.due(epoch, final=stop or epoch == epochs - 1):
-                state = {"rng": rng_state(rng), "t": opt.t, "seconds": rec["seconds"],
-                         "early_stopping": stopper.state() if stopper is not None else None}
-                run.checkpoint(epoch, model, state, {**opt.arrays(), "X_cache": X_cache},
-                               {"best": best} if best is not None else None)
-        if stop:
-            break
-    bar.close()
-    final = best if best is not None else model
-    rec, X = evaluate(final, U, Y, task, loss, penalties, tol=min(tol, 1e-10))
-    summary = {
-        **rec,
-        "train_loss": rec["train_loss"],
-        "outer_iterations": epoch + 1,
-        "max_duality_gap": None,  # no convex subproblems in this method
-        "equilibrium_residual": rec["train_residual"],
-        "inf_norm_A": inf_norm(final.A),
-        "kappa": kappa,
-        "seconds": time.perf_counter() - t_start + elapsed0,
-    }
-    final.metadata.update(method="gradient", kappa=kappa)
-    return FitResult(final, history, summary)
+        rec, X_cache = evaluate(model, d.U, d.Y, d.task, d.loss, (0.0, o.lam_l2), X0=X_cache, tol=o.tol)
+        rec.update(inf_norm_A=inf_norm(model.A), lr=o.lr)
+        seconds = state.seconds + time.perf_counter() - t0
+        out_of_time = o.time_budget is not None and seconds >= o.time_budget
+        new_state = GradientState(model, state.rng, X_cache, opt.flatten(), opt.t, seconds)
+        return Step(new_state, rec, out_of_time)
+
+    def finish(self, state: GradientState, model) -> FitResult:
+        o, d = self.opts, self.data
+        rec, _ = evaluate(model, d.U, d.Y, d.task, d.loss, (0.0, o.lam_l2), tol=min(o.tol, 1e-10))
+        model.metadata.update(method="gradient", kappa=o.kappa)
+        if d.task == "classification" and model.metadata.get("classes") is None:
+            model.metadata["classes"] = list(range(max(2, model.n_outputs)))
+        summary = {**rec, "max_duality_gap": None,  # no convex subproblems in this method
+                   "equilibrium_residual": rec["train_residual"], "inf_norm_A": inf_norm(model.A),
+                   "kappa": o.kappa}
+        return FitResult(model, [], summary)
+
+
+fit_gradient = fit_function(GradientMethod)

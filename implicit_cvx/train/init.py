@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..model import ImplicitModel
-from ..wellposed import BALL_RTOL, check_kappa, inf_norm
+from ..numerics import check_kappa, in_ball, inf_norm
 
 
 def as_generator(seed) -> np.random.Generator:
@@ -130,7 +130,7 @@ def init_model(
         )
     A = _dense(init.A)
     norm = inf_norm(A)
-    if norm > kappa * (1 + BALL_RTOL):
+    if not in_ball(A, kappa):
         raise ValueError(
             f"initial model has ‖A‖_∞ = {norm:.6g} > κ = {kappa}; rescale it into the ball "
             "(wellposed.rescale, ReLU models) or project A (wellposed.project_inf_ball) first"

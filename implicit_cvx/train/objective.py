@@ -7,24 +7,20 @@ that counts is the loss of the TRUE equilibrium model plus penalties on (A, B, C
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import logsumexp, softmax
+
+from ..numerics import (
+    cross_entropy,
+    cross_entropy_grad,
+    hinge,
+    hinge_grad,
+    pre_activation,
+    predicted_labels,
+)
 
 LOSSES = ("squared", "cross_entropy", "hinge")
 TASKS = ("classification", "regression")
-
-
-@dataclass
-class FitResult:
-    """What every fitting method returns: the model, one history record per outer iteration, and
-    the DESIGN §9 summary keys (train_loss, outer_iterations, max_duality_gap, metrics)."""
-
-    model: object
-    history: list[dict] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
 
 
 def check_loss(name: str) -> str:
@@ -33,11 +29,15 @@ def check_loss(name: str) -> str:
     return name
 
 
-def default_loss(task: str) -> str:
-    """squared for regression, cross_entropy for classification."""
+def check_task(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
-    return "cross_entropy" if task == "classification" else "squared"
+    return task
+
+
+def default_loss(task: str) -> str:
+    """squared for regression, cross_entropy for classification."""
+    return "cross_entropy" if check_task(task) == "classification" else "squared"
 
 
 def prepare_targets(name: str, Y, m: int | None = None) -> np.ndarray:
@@ -45,7 +45,7 @@ def prepare_targets(name: str, Y, m: int | None = None) -> np.ndarray:
     check_loss(name)
     Y = np.asarray(Y)
     if m is not None and Y.shape[0] != m:
-        raise ValueError(f"targets have {Y.shape[0]} rows but there are {m} samples")
+        raise ValueError(f"targets have {Y.shape[0]} rows but there are {m} samples: one target per sample")
     if name == "squared":
         Y = np.asarray(Y, dtype=float)
         Y = Y[:, None] if Y.ndim == 1 else Y
@@ -80,51 +80,22 @@ def _check_pair(name: str, Yhat, Y):
     return Yhat, Y
 
 
-def _hinge_terms(Yhat, Y):
-    """Margins 1 + ŷ_j − ŷ_y with the true class masked out (−inf), and row indices."""
-    rows = np.arange(len(Y))
-    M = 1.0 + Yhat - Yhat[rows, Y][:, None]
-    M[rows, Y] = -np.inf
-    return M, rows
-
-
 def loss_value(name: str, Yhat, Y) -> float:
     """The loss averaged over samples."""
     Yhat, Y = _check_pair(check_loss(name), Yhat, Y)
-    m = Yhat.shape[0]
     if name == "squared":
-        return float(np.sum((Yhat - Y) ** 2) / m)
-    rows = np.arange(m)
-    if name == "cross_entropy":
-        return float(np.mean(logsumexp(Yhat, axis=1) - Yhat[rows, Y]))
-    M, _ = _hinge_terms(Yhat, Y)
-    return float(np.mean(np.maximum(M.max(axis=1), 0.0)))
+        return float(np.sum((Yhat - Y) ** 2) / Yhat.shape[0])
+    per_sample = cross_entropy if name == "cross_entropy" else hinge
+    return float(np.mean(per_sample(Yhat, Y)))
 
 
 def loss_grad(name: str, Yhat, Y) -> np.ndarray:
     """∂L/∂Ŷ (m, q) of the MEAN loss (a subgradient for hinge: the most violated class)."""
     Yhat, Y = _check_pair(check_loss(name), Yhat, Y)
-    m = Yhat.shape[0]
     if name == "squared":
-        return 2.0 * (Yhat - Y) / m
-    rows = np.arange(m)
-    if name == "cross_entropy":
-        G = softmax(Yhat, axis=1)
-        G[rows, Y] -= 1.0
-        return G / m
-    M, _ = _hinge_terms(Yhat, Y)
-    worst = M.argmax(axis=1)
-    active = M[rows, worst] > 0
-    G = np.zeros_like(Yhat)
-    G[rows[active], worst[active]] = 1.0
-    G[rows[active], Y[active]] = -1.0
-    return G / m
-
-
-def predicted_labels(Yhat) -> np.ndarray:
-    """argmax of the logits (K ≥ 2) or the sign of a single output."""
-    Yhat = np.asarray(Yhat, dtype=float)
-    return (Yhat[:, 0] > 0).astype(int) if Yhat.shape[1] == 1 else Yhat.argmax(axis=1)
+        return 2.0 * (Yhat - Y) / Yhat.shape[0]
+    grad = cross_entropy_grad if name == "cross_entropy" else hinge_grad
+    return grad(Yhat, Y) / Yhat.shape[0]
 
 
 def metrics(task: str, Yhat, Y) -> dict:
@@ -159,13 +130,6 @@ def penalty_value(model, lam_l1: float = 0.0, lam_l2: float = 0.0) -> float:
     return value
 
 
-def true_objective(model, U, Y, loss: str, penalties=(0.0, 0.0), *, X0=None, tol: float = 1e-12):
-    """(loss of the equilibrium model + penalties, X, EquilibriumInfo); penalties = (λ1, λ2)."""
-    X, info = model.equilibrium(U, return_info=True, X0=X0, tol=tol)
-    value = loss_value(loss, model.output(X, U), Y) + penalty_value(model, *penalties)
-    return value, X, info
-
-
 def _inputs(name: str, U) -> np.ndarray:
     U = np.asarray(U, dtype=float)
     if U.ndim != 2 or U.shape[0] == 0 or not np.all(np.isfinite(U)):
@@ -190,9 +154,21 @@ def prepare_data(U, Y, task: str, loss: str | None, U_val=None, Y_val=None):
 
 def evaluate(model, U, Y, task, loss, penalties=(0.0, 0.0), *, X0=None, tol=1e-10, prefix="train"):
     """Record of the TRUE equilibrium model on (U, Y): objective, loss, metrics, residual; and X."""
-    obj, X, info = true_objective(model, U, Y, loss, penalties, X0=X0, tol=tol)
+    X, info = model.equilibrium(U, return_info=True, X0=X0, tol=tol)
+    return _record(model, X, U, Y, task, loss, penalties, info.residual, prefix), X
+
+
+def evaluate_at(model, X, U, Y, task, loss, penalties=(0.0, 0.0), *, prefix="train") -> dict:
+    """The same record at states X already solved for this (A, B): no new equilibrium solve; the
+    residual max |X − φ(XAᵀ + UBᵀ + b_x)| is measured."""
+    residual = float(np.abs(X - model.phi(pre_activation(model, X, U))).max(initial=0.0))
+    return _record(model, X, U, Y, task, loss, penalties, residual, prefix)
+
+
+def _record(model, X, U, Y, task, loss, penalties, residual, prefix) -> dict:
     Yhat = model.output(X, U)
-    rec = {f"{prefix}_objective": obj, f"{prefix}_loss": loss_value(loss, Yhat, Y)}
+    value = loss_value(loss, Yhat, Y)
+    rec = {f"{prefix}_objective": value + penalty_value(model, *penalties), f"{prefix}_loss": value}
     rec.update({f"{prefix}_{k}": v for k, v in metrics(task, Yhat, Y).items()})
-    rec[f"{prefix}_residual"] = info.residual
-    return rec, X
+    rec[f"{prefix}_residual"] = float(residual)
+    return rec

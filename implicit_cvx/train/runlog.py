@@ -206,21 +206,42 @@ class EarlyStopping:
         self.best_iteration, self.bad = int(state["best_iteration"]), int(state["bad"])
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
+_SHOWN = ("train_loss", "val_loss", "objective", "eta")  # record keys a progress line shows
+_LABELS = {"eta": "step size"}
 
-    def set_postfix(self, *args, **kwargs) -> None:
-        pass
+
+def _summary_line(record: dict) -> dict:
+    return {_LABELS.get(k, k): f"{record[k]:.4g}" for k in _SHOWN
+            if isinstance(record.get(k), (int, float))}
+
+
+class Progress:
+    """Progress of an iterative fit: a tqdm bar on a terminal; otherwise, when enabled, one plain
+    log line per iteration on stderr (readable in a CI log or a file); silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, desc: str, initial: int = 0):
+        self.enabled, self.desc, self.total, self.count = enabled, desc, total, initial
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, initial=initial, leave=False)
+
+    def update(self, record: dict | None = None) -> None:
+        self.count += 1
+        shown = _summary_line(record or {})
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(shown)
+        elif self.enabled:
+            text = "  ".join(f"{k} {v}" for k, v in shown.items())
+            print(f"{self.desc} {self.count}/{self.total}  {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        pass
+        if self.bar is not None:
+            self.bar.close()
 
 
 def progress_bar(total: int, progress: bool = False, desc: str | None = None, initial: int = 0):
-    """A tqdm bar when progress=True and stderr is a terminal, else a silent stand-in."""
-    if not progress or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, initial=initial, leave=False)
+    """A Progress reporter (see Progress) for `total` iterations."""
+    return Progress(total, progress, desc or "fit", initial)

@@ -14,63 +14,71 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..convex.cvx import solve_group_lasso, solve_rows_cvxpy, solve_rows_equality
+from ..config import make_options, option
 from ..convex.gram import gram_stats
-from ..convex.rows import RowSolution, RowSpec, merge_solutions, solve_path, solve_rows
+from ..convex.rows import RowSolution, RowSpec, solve_path
+from ..convex.solvers import GroupPenalty, RowProblem, escalate, merge_solutions, solve_certified
 from ..equilibrium import EquilibriumError
 from ..model import ImplicitModel
+from ..numerics import in_ball, inf_norm, predicted_labels
 from ..report import model_fields
-from ..robust.training import check_s_bound, check_s_value, s_bound_scaling, s_bound_weights
-from ..wellposed import BALL_RTOL, check_kappa, inf_norm
-from .objective import TASKS, FitResult, metrics, predicted_labels
-from .states import TeacherStates, teacher_states
+from ..robust.training import check_s_bound, s_bound_scaling, s_bound_weights
+from .driver import FitMethod, FitResult, Step, fit_function
+from .objective import TASKS, metrics
+from .options import CertifiedStepOptions, RowParallelOptions
+from .states import TeacherStates, teacher_states, train_teacher
 
 FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso")
 SOLVERS = ("native", "SCS", "CLARABEL")
 _PROGRESS_BATCHES = 20
 _DEAD_COLUMN = 1e-6  # a state is dead when its column of (A; C) has ℓ2 norm below this
-_PIVOTS_PER_COORD = 5  # native active-set pivot budget per row: 5·d + 100, then Clarabel takes over
 CVXPY_TOL = 1e-7  # cvxpy rows are certified to max(tol, CVXPY_TOL): interior-point accuracy
 
 
 # ---- options -------------------------------------------------------------------------------
+def _check_callable(fn):
+    if fn is not None and not callable(fn):
+        raise ValueError(f"expected a function (w, row) → (cvxpy penalty, constraints), got {fn!r}")
+    return fn
+
+
 @dataclass
-class SimOptions:
+class SimOptions(RowParallelOptions, CertifiedStepOptions):
     """Everything `fit_sim` needs besides the data, validated once."""
 
-    task: str
-    kappa: float = 0.99
-    formulation: str = "l1"
-    lam: float = 1e-3
-    l2: float = 0.0
-    beta: float | None = None
-    gamma: float | None = None
-    s_bound: float | None = None
-    group_lam: float = 0.0
-    solver: str = "native"
-    extra: object = None
-    include_D: bool = True
-    threshold: float = 1e-8
-    chunk_size: int | None = None
-    n_jobs: int = 1
-    backend: str = "serial"
-    address: str | None = None
-    tol: float = 1e-9
-    progress: bool = False
-    seed: int | None = None
-    preprocessing: dict | None = None
+    kappa: float = option(0.99, low=0, high=1, open_low=True, open_high=True, section="model",
+                          estimator="kappa", help="well-posedness constraint ‖A‖_∞ ≤ κ < 1")
+    include_D: bool = option(True, section="model", estimator="include_D",
+                             help="fit the direct input–output path D (False: D = 0)")
+    teacher: object = option(None, kind="any", section="python",
+                             help="a fitted MLPClassifier/MLPRegressor or a feed-forward ImplicitModel "
+                                  "(default: an MLP trained with teacher_hidden, teacher_max_iter)")
+    teacher_hidden: list = option([64, 32], kind="ints", help="hidden layer sizes of the MLP teacher")
+    teacher_max_iter: int = option(300, low=1, help="training iterations of the MLP teacher")
+    formulation: str = option("l1", choices=FORMULATIONS,
+                              help="l1 | elastic_net (needs l2) | equality | robust (beta/gamma) | "
+                                   "group_lasso (needs group_lam)")
+    lam: float = option(1e-3, low=0, estimator="lam_l1", help="ℓ1 weight λ of every row problem")
+    l2: float = option(0.0, low=0, estimator="lam_l2", help="ridge weight of elastic_net")
+    beta: float | None = option(None, kind="float", low=0, open_low=True,
+                                help="robust: ‖b_i‖_1 ≤ β on the rows of B")
+    gamma: float | None = option(None, kind="float", low=0, open_low=True,
+                                 help="robust: ‖c_i‖_1 + ‖d_i‖_1 ≤ γ on the rows of (C, D)")
+    s_bound: float | None = option(None, kind="float", low=0, open_low=True,
+                                   help="the (C, D) refit keeps ‖S‖_∞ ≤ s_bound (Thm 4.3)")
+    group_lam: float = option(0.0, low=0, help="group_lasso: weight of the column norms of (A; C)")
+    solver: str = option("native", choices=SOLVERS,
+                         help="native (certified active set, Clarabel for rows it leaves) | SCS | CLARABEL")
+    extra: object = option(None, kind="any", section="python", check_value=_check_callable,
+                           help="extra(w, row) → (cvxpy penalty, constraints) added to every row")
+    threshold: float = option(1e-8, low=0, help="weights below this are set to 0 after the fit")
+    chunk_size: int | None = option(None, kind="int", low=1, help="rows per chunk of the Gram sums")
+    tol: float = option(1e-9, low=0, open_low=True, help="relative duality-gap tolerance of the rows")
+    U_test: object = option(None, kind="any", section="python",
+                            help="test inputs for the reported test metrics (model and teacher)")
+    Y_test: object = option(None, kind="any", section="python", help="test targets, with U_test")
 
     def __post_init__(self):
-        _choice("task", self.task, TASKS)
-        _choice("formulation", self.formulation, FORMULATIONS)
-        _choice("solver", self.solver, SOLVERS)
-        self.kappa = check_kappa(self.kappa)
-        for name in ("lam", "l2", "group_lam", "threshold"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
-        if not (np.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be > 0, got {self.tol!r}")
         if self.formulation == "elastic_net" and self.l2 <= 0:
             raise ValueError("formulation 'elastic_net' needs l2 > 0 (the ridge weight); got l2=0")
         if self.formulation == "equality" and self.l2 > 0:
@@ -78,27 +86,30 @@ class SimOptions:
         if self.formulation == "robust" and self.beta is None and self.gamma is None:
             raise ValueError("formulation 'robust' needs beta (‖b_i‖_1 ≤ β) and/or gamma "
                              "(‖c_i‖_1 + ‖d_i‖_1 ≤ γ); both are None")
-        for name in ("beta", "gamma"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a radius > 0, got {value!r}")
-        if self.s_bound is not None:
-            self.s_bound = check_s_value(self.s_bound)
-            if self.formulation == "robust" and self.gamma is not None:
-                raise ValueError("s_bound (‖S‖_∞ ≤ s) and gamma (‖c_i‖_1 + ‖d_i‖_1 ≤ γ) both "
-                                 "constrain the (C, D) rows; give one of them")
+        if self.s_bound is not None and self.formulation == "robust" and self.gamma is not None:
+            raise ValueError("s_bound (‖S‖_∞ ≤ s) and gamma (‖c_i‖_1 + ‖d_i‖_1 ≤ γ) both "
+                             "constrain the (C, D) rows; give one of them")
         if self.formulation == "group_lasso" and self.group_lam <= 0:
             raise ValueError("formulation 'group_lasso' needs group_lam > 0 (the weight of the "
                              "column-group norms over states); got group_lam=0")
+        if (self.U_test is None) != (self.Y_test is None):
+            raise ValueError("give both U_test and Y_test (or neither)")
 
     @property
     def uses_cvxpy(self) -> bool:
         return self.solver != "native" or self.extra is not None
 
+    @property
+    def chain(self) -> tuple:
+        """The solvers a row goes through until it is certified."""
+        if self.extra is not None:
+            return ("clarabel",) if self.solver == "CLARABEL" else ("scs", "clarabel")
+        return {"native": ("native", "clarabel"), "SCS": ("scs", "clarabel"),
+                "CLARABEL": ("clarabel",)}[self.solver]
 
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    @property
+    def row_tol(self) -> float:
+        return max(self.tol, CVXPY_TOL) if self.uses_cvxpy else self.tol
 
 
 # ---- row problems --------------------------------------------------------------------------
@@ -140,66 +151,26 @@ def cd_spec(opts: SimOptions, n: int, p: int, lam: float | None = None) -> RowSp
     return _row_spec(n, p, opts.lam if lam is None else lam, balls)
 
 
-def _solve(opts: SimOptions, R, T, spec: RowSpec, warm=None, label="rows") -> RowSolution:
-    """One stage's rows with the engine chosen by `opts` (tqdm over row batches if asked)."""
+def _solve(opts: SimOptions, R, T, spec: RowSpec, warm=None, label="rows", progress=False) -> RowSolution:
+    """One stage's rows, certified by the solver chain of `opts` (RowFitError otherwise); a
+    progress bar over row batches if asked."""
     stats = _gram(opts, R, T)
     batches = [np.arange(stats.k)]
-    if opts.progress and stats.k > 1:
+    if progress and stats.k > 1:
         from tqdm.auto import tqdm
 
         batches = tqdm(np.array_split(np.arange(stats.k), min(_PROGRESS_BATCHES, stats.k)),
                        desc=f"SIM {label}", unit="batch")
     start = time.perf_counter()
-    sols = [_solve_batch(opts, stats, spec, rows, None if warm is None else warm[rows])
+    problem = RowProblem(stats, spec, extra=opts.extra)
+    kw = dict(tol=opts.row_tol, chain=opts.chain, step=f"SIM {label}",
+              accept_uncertified=opts.accept_uncertified, n_jobs=opts.n_jobs,
+              backend=opts.backend, address=opts.address)
+    sols = [solve_certified(problem, rows=rows, warm_start=None if warm is None else warm[rows], **kw)
             for rows in batches]
-    sol = sols[0] if len(sols) == 1 else merge_solutions(sols, time.perf_counter() - start)
-    uncertified = [int(r) for r, st in zip(sol.rows, sol.status, strict=True)
-                   if not str(st).startswith("optimal")]
-    if uncertified and opts.extra is None:
-        warnings.warn(f"SIM {label}: rows {uncertified[:10]} are not certified to tol "
-                      f"(max gap {sol.max_gap:.3g}); see summary['max_duality_gap']",
-                      RuntimeWarning, stacklevel=2)
-    return sol
-
-
-def _solve_batch(opts: SimOptions, stats, spec, rows, warm) -> RowSolution:
-    """Native rows (uncertified ones escalated to Clarabel), or the cvxpy path when asked."""
-    parallel = dict(n_jobs=opts.n_jobs, backend=opts.backend, address=opts.address)
-    if opts.uses_cvxpy:
-        solver = "SCS" if opts.solver == "native" else opts.solver
-        return solve_rows_cvxpy(stats, spec, solver=solver, escalate_to="CLARABEL",
-                                extra=opts.extra, rows=rows, tol=max(opts.tol, CVXPY_TOL),
-                                **parallel)
-    sol = solve_rows(stats, spec, tol=opts.tol, rows=rows, warm_start=warm,
-                     max_iter=_max_pivots(stats.d), **parallel)
-    return _escalate(opts, stats, spec, sol)
-
-
-def _escalate(opts: SimOptions, stats, spec, sol: RowSolution) -> RowSolution:
-    """Re-solve with Clarabel (kept if better) the rows the native solver left uncertified, or
-    whose objective exceeds that of w = 0 (c_i, feasible for every ball): a relative gap
-    certificate means nothing at a blown-up objective."""
-    worse_than_zero = sol.objective > stats.c[sol.rows] * (1 + 1e-9) + 1e-12
-    bad = np.flatnonzero(np.array([st != "optimal" for st in sol.status]) | worse_than_zero)
-    sol.escalated = np.zeros(len(sol.rows), dtype=bool)
-    if bad.size == 0:
-        return sol
-    # tol=inf: take Clarabel's answer whatever its gap; keep per row the lower objective
-    fix = solve_rows_cvxpy(stats, spec, solver="CLARABEL", escalate_to=None, tol=np.inf,
-                           rows=sol.rows[bad], warm_start=sol.W[bad])
-    better = fix.objective < sol.objective[bad]
-    idx = bad[better]
-    sol.W[idx], sol.objective[idx], sol.gap[idx] = fix.W[better], fix.objective[better], fix.gap[better]
-    sol.escalated[bad] = True
-    tol = max(opts.tol, CVXPY_TOL)
-    for i in idx:
-        certified = sol.gap[i] <= tol * max(1.0, abs(sol.objective[i]))
-        sol.status[i] = "optimal (Clarabel)" if certified else "inaccurate (Clarabel)"
-    return sol
-
-
-def _max_pivots(d: int) -> int:
-    return _PIVOTS_PER_COORD * d + 100
+    if len(sols) == 1:
+        return sols[0]
+    return merge_solutions(sols, time.perf_counter() - start)
 
 
 def _threshold(W: np.ndarray, threshold: float) -> np.ndarray:
@@ -244,11 +215,11 @@ class _Run:
 
     ts: TeacherStates
     opts: SimOptions
+    task: str
     teacher_params: int
     Y: np.ndarray | None
-    U_test: np.ndarray | None
-    Y_test: np.ndarray | None
     classes: list | None
+    progress: bool = False
     phases: dict = field(default_factory=dict)
 
     @property
@@ -260,15 +231,18 @@ class _Run:
         return self.ts.U.shape[1]
 
 
-def _start(U, Y, teacher, opts: SimOptions, U_test, Y_test) -> _Run:
+def _start(U, Y, opts: SimOptions, task: str, seed=None, progress=False) -> _Run:
     t0 = time.perf_counter()
+    teacher = opts.teacher
+    if teacher is None:
+        if Y is None:
+            raise ValueError("SIM without a teacher trains one on (U, Y): give Y or a teacher")
+        teacher = train_teacher(U, Y, task, opts.teacher_hidden, opts.teacher_max_iter, seed)
     ts = teacher_states(teacher, U, opts.kappa)
     if Y is not None and len(Y) != ts.U.shape[0]:
         raise ValueError(f"Y has {len(Y)} rows but U has {ts.U.shape[0]}: one target per sample")
-    if (U_test is None) != (Y_test is None):
-        raise ValueError("give both U_test and Y_test (or neither)")
-    classes = ts.model.metadata.get("classes") if opts.task == "classification" else None
-    run = _Run(ts, opts, _teacher_params(teacher, ts.model), Y, U_test, Y_test, classes)
+    classes = ts.model.metadata.get("classes") if task == "classification" else None
+    run = _Run(ts, opts, task, _teacher_params(teacher, ts.model), Y, classes, progress)
     run.phases["teacher_states"] = time.perf_counter() - t0
     return run
 
@@ -289,13 +263,14 @@ def _fit_ab(run: _Run, lam=None) -> _ABFit:
     spec, R = ab_spec(opts, run.n, run.p, lam), _regressors(ts.X, ts.U)
     dead = np.zeros(0, dtype=int)
     if opts.formulation == "equality":  # no strictly feasible point in Gram form: raw constraints
-        solver = "CLARABEL" if opts.solver == "native" else opts.solver
-        sol = solve_rows_equality(R, ts.Z, spec, solver=solver)
+        problem = RowProblem(_gram(opts, R, ts.Z), spec, raw=(R, ts.Z))
+        sol = solve_certified(problem, tol=opts.row_tol, chain=("equality",), step="SIM A,B rows",
+                              accept_uncertified=opts.accept_uncertified)
         record = _stage("A,B", sol)
     elif opts.formulation == "group_lasso":
         sol, dead, record = _group_lasso(run, spec, R)
     else:
-        sol = _solve(opts, R, ts.Z, spec, label="A,B rows")
+        sol = _solve(opts, R, ts.Z, spec, label="A,B rows", progress=run.progress)
         record = _stage("A,B", sol)
     run.phases["fit_AB"] = run.phases.get("fit_AB", 0.0) + time.perf_counter() - t0
     return _ABFit(sol, dead, record)
@@ -303,24 +278,25 @@ def _fit_ab(run: _Run, lam=None) -> _ABFit:
 
 def _group_lasso(run: _Run, spec: RowSpec, R):
     """Rows of (A, B) and of (C, D) fitted jointly on the teacher states with the column-group
-    penalty group_lam·Σ_j ‖(A; C)[:, j]‖_2 (DESIGN §6.1, architecture optimisation); states whose
-    column vanishes are dead. Returns the (A, B, b_x) rows, the dead states and the record."""
+    penalty group_lam·Σ_j ‖(A; C)[:, j]‖_2 (architecture optimisation: it deletes whole states);
+    states whose column vanishes are dead. Returns the (A, B, b_x) rows, the dead states, the record."""
     ts, opts, n = run.ts, run.opts, run.n
     stats = _gram(opts, R, np.hstack([ts.Z, ts.Yhat]))
     k_ab = ts.Z.shape[1]
-    solver = "CLARABEL" if opts.solver == "native" else opts.solver
-    sol, dead = solve_group_lasso(stats, spec, opts.group_lam, np.arange(n),
-                                  unballed_rows=np.arange(k_ab, stats.k),
-                                  threshold=_DEAD_COLUMN, solver=solver)
-    group = opts.group_lam * np.linalg.norm(sol.W[:, :n], axis=0).sum()
+    group = GroupPenalty(opts.group_lam, np.arange(n), np.arange(k_ab, stats.k), _DEAD_COLUMN)
+    sol = solve_certified(RowProblem(stats, spec, group=group), tol=opts.row_tol,
+                          chain=("group_lasso",), step="SIM group lasso",
+                          accept_uncertified=opts.accept_uncertified)
+    dead = np.asarray(sol.info["dead_columns"], dtype=int)
+    penalty = opts.group_lam * np.linalg.norm(sol.W[:, :n], axis=0).sum()
     record = {"phase": "A,B + C,D (group lasso)", **sol.to_dict(),
-              "objective": float(np.sum(sol.objective) + group),
+              "objective": float(np.sum(sol.objective) + penalty),
               "row_objectives": np.asarray(sol.objective).tolist(), "dead_states": dead.tolist()}
     rows = np.arange(k_ab)
     ab = RowSolution(sol.W[rows], sol.objective[rows], sol.gap[rows],
                      [sol.status[i] for i in rows], sol.iterations[rows], sol.seconds, rows,
                      None if sol.escalated is None else sol.escalated[rows], sol.solver)
-    return ab, np.asarray(dead, dtype=int), record
+    return ab, dead, record
 
 
 def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult, RowSolution]:
@@ -334,7 +310,7 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
     activation = ts.model.activation if alive.size == n else ts.model.activation.subset(alive)
     n_new, q = alive.size, ts.Yhat.shape[1]
     inner = ImplicitModel(A, B, np.zeros((q, n_new)), np.zeros((q, p)), b_x, None, activation)
-    if inf_norm(A) > opts.kappa * (1 + BALL_RTOL):
+    if not in_ball(A, opts.kappa):
         raise RuntimeError(f"fitted A has ‖A‖_∞ = {inf_norm(A):.17g} > κ = {opts.kappa}: the "
                            "row solver returned a point outside the ball")
     X_new, info = _equilibrium(inner, ts.U, opts.kappa)
@@ -350,7 +326,8 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
         spec_cd = RowSpec(penalty=scaling.penalty(spec_cd.penalty), free=spec_cd.free,
                           balls=[scaling.ball])
         warm_cd = None if warm_cd is None else scaling.to_scaled(warm_cd)
-    sol_cd = _solve(opts, R_cd, ts.Yhat, spec_cd, warm=warm_cd, label="C,D rows")
+    sol_cd = _solve(opts, R_cd, ts.Yhat, spec_cd, warm=warm_cd, label="C,D rows",
+                    progress=run.progress)
     if scaling is not None:
         sol_cd.W = scaling.from_scaled(sol_cd.W)
     W_cd = _threshold(sol_cd.W, opts.threshold)
@@ -358,7 +335,7 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
     D = W_cd[:, n_new:n_new + p] if opts.include_D else np.zeros((q, p))
     phases["fit_CD"] = time.perf_counter() - t0
 
-    metadata = {"kappa": opts.kappa, "method": "sim", "task": opts.task, "seed": opts.seed,
+    metadata = {"kappa": opts.kappa, "method": "sim", "task": run.task,
                 "sim": {"formulation": opts.formulation, "lam": opts.lam if lam is None else lam,
                         "l2": opts.l2, "beta": opts.beta, "gamma": opts.gamma,
                         "s_bound": opts.s_bound,
@@ -366,15 +343,15 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
                         "kept_states": alive.tolist()}}
     if run.classes is not None:
         metadata["classes"] = list(run.classes)
-    preprocessing = opts.preprocessing or ts.model.metadata.get("preprocessing")
-    if preprocessing is not None:
-        metadata["preprocessing"] = preprocessing
     model = ImplicitModel(A, B, C, D, b_x, W_cd[:, -1], activation, metadata)
     Yhat_train = model.output(X_new, ts.U)
     summary = _summary(run, model, info, Yhat_train, ab.sol, sol_cd, phases)
     summary["dead_states"] = ab.dead.tolist()
     if opts.s_bound is not None:
         summary["sensitivity_inf_norm"] = check_s_bound(model, opts.s_bound)
+    summary["uncertified"] = [{"step": f"SIM {name} rows", "rows": sol.uncertified.tolist(),
+                               "solver": sol.solver, "max_gap": sol.max_gap}
+                              for name, sol in (("A,B", ab.sol), ("C,D", sol_cd)) if len(sol.uncertified)]
     history = [ab.record, _stage("C,D", sol_cd)]
     return FitResult(model, history, summary), sol_cd
 
@@ -404,7 +381,7 @@ def _max_gap(*sols: RowSolution) -> float | None:
 
 
 def _summary(run: _Run, model, info, Yhat_train, sol_ab, sol_cd, phases) -> dict:
-    ts, opts, task = run.ts, run.opts, run.opts.task
+    ts, opts, task = run.ts, run.opts, run.task
     key = "accuracy" if task == "classification" else "rmse"
     out = model_fields(model)
     out["equilibrium_residual"] = float(info.residual)
@@ -413,6 +390,8 @@ def _summary(run: _Run, model, info, Yhat_train, sol_ab, sol_cd, phases) -> dict
         teacher_params=run.teacher_params,
         params_fraction_of_teacher=model.nnz / run.teacher_params,
         max_duality_gap=_max_gap(sol_ab, sol_cd),
+        certificate="duality gap" if opts.formulation in ("l1", "elastic_net", "robust")
+        and opts.extra is None else "solver status",
         rows_escalated=sum(s.to_dict()["rows_escalated"] for s in (sol_ab, sol_cd)),
         teacher_rescaled=ts.rescaled, teacher_n_states=int(ts.Z.shape[1]),
         train_agreement_with_teacher=_agreement(Yhat_train, ts.Yhat, task),
@@ -422,63 +401,90 @@ def _summary(run: _Run, model, info, Yhat_train, sol_ab, sol_cd, phases) -> dict
                                    else _metric(ts.Yhat, run.Y, task, run.classes))
     out[f"teacher_{key}"] = out[f"teacher_train_{key}"]
     out[f"test_{key}"] = None
-    if run.U_test is not None:
+    if opts.U_test is not None:
         t0 = time.perf_counter()
-        Yhat_test = model.predict(run.U_test)
-        teacher_test = ts.model.predict(run.U_test)
-        out[f"test_{key}"] = _metric(Yhat_test, run.Y_test, task, run.classes)
-        out[f"teacher_{key}"] = _metric(teacher_test, run.Y_test, task, run.classes)
+        Yhat_test = model.predict(opts.U_test)
+        teacher_test = ts.model.predict(opts.U_test)
+        out[f"test_{key}"] = _metric(Yhat_test, opts.Y_test, task, run.classes)
+        out[f"teacher_{key}"] = _metric(teacher_test, opts.Y_test, task, run.classes)
         out["test_agreement_with_teacher"] = _agreement(Yhat_test, teacher_test, task)
         phases["evaluate"] = time.perf_counter() - t0
     out["seconds_by_phase"] = phases
     return out
 
 
-# ---- public API ----------------------------------------------------------------------------
-def fit_sim(U, Y=None, *, teacher, task, kappa=0.99, formulation="l1", lam=1e-3, l2=0.0,
-            beta=None, gamma=None, s_bound=None, group_lam=0.0, solver="native", extra=None, include_D=True,
-            threshold=1e-8, chunk_size=None, n_jobs=1, backend="serial", address=None, tol=1e-9,
-            progress=False, U_test=None, Y_test=None, seed=None, preprocessing=None) -> FitResult:
-    """Fit an implicit model to a feed-forward teacher's states (DESIGN §6.1).
+# ---- the method ----------------------------------------------------------------------------
+@dataclass
+class SimState:
+    model: ImplicitModel
+    rng: np.random.Generator
+    summary: dict
+    stages: list
 
-    teacher: fitted sklearn MLPClassifier/MLPRegressor or a feed-forward ImplicitModel; it is
-    rescaled into ‖A‖_∞ ≤ κ first. Y (labels or targets, optional) and U_test/Y_test are only
-    used for the reported metrics: the fit matches the teacher's states and outputs.
-    s_bound: the (C, D) refit is constrained to ‖S‖_∞ ≤ s_bound (DESIGN §7; any formulation but
-    robust-with-gamma; the ridge l2 then acts in the ball's metric, see robust/training.py).
+
+class SimMethod(FitMethod):
+    """Fit an implicit model to a feed-forward teacher's states (state-driven implicit modeling).
+
+    The teacher (given, or an MLP trained on (U, Y)) is rescaled into ‖A‖_∞ ≤ κ first; its states
+    are data, so (A, B, b_x) and then (C, D, b_y) are certified convex row fits. Y is only used to
+    train a default teacher and for the reported metrics: the fit matches the teacher's states and
+    outputs. One step: the driver's loop runs once.
     """
-    opts = SimOptions(task=task, kappa=kappa, formulation=formulation, lam=lam, l2=l2, beta=beta,
-                      gamma=gamma, s_bound=s_bound, group_lam=group_lam, solver=solver, extra=extra,
-                      include_D=include_D, threshold=threshold, chunk_size=chunk_size,
-                      n_jobs=n_jobs, backend=backend, address=address, tol=tol, progress=progress,
-                      seed=seed, preprocessing=preprocessing)
-    run = _start(U, Y, teacher, opts, U_test, Y_test)
-    return _complete(run, _fit_ab(run))[0]
+
+    name = "sim"
+    Options = SimOptions
+    State = SimState
+    needs_targets = False
+    iterative = False
+
+    @property
+    def max_steps(self) -> int:
+        return 1
+
+    def start(self, rng) -> SimState:
+        d = self.data
+        self._run = _start(d.U, d.Y, self.opts, d.task, self.seed, self.progress)
+        return SimState(self._run.ts.model, rng, {}, [])
+
+    def step(self, state: SimState) -> Step:
+        result = _complete(self._run, _fit_ab(self._run))[0]
+        record = {"stages": result.history, "uncertified": result.summary.pop("uncertified")}
+        if not record["uncertified"]:
+            record.pop("uncertified")
+        return Step(SimState(result.model, state.rng, result.summary, result.history), record, True)
+
+    def finish(self, state: SimState, model) -> FitResult:
+        return FitResult(state.model, [], dict(state.summary))
 
 
-def sim_path(U, Y=None, *, teacher, task, lambdas, U_test=None, Y_test=None,
-             **options) -> list[FitResult]:
+fit_sim = fit_function(SimMethod)
+
+
+def sim_path(U, Y=None, *, task, lambdas, seed=None, **options) -> list[FitResult]:
     """`fit_sim` along a sequence of ℓ1 weights λ: one teacher run and Gram reduction, (A, B) rows
     by the warm-started `solve_path`, (C, D) rows warm-started from the previous λ."""
-    opts = SimOptions(task=task, **options)
+    opts = make_options(SimOptions, options, where="sim_path")
     if opts.uses_cvxpy or opts.formulation in ("equality", "group_lasso"):
         raise ValueError(f"sim_path runs the native solver on formulations l1, elastic_net, "
                          f"robust; got solver={opts.solver!r}, formulation={opts.formulation!r}")
-    run = _start(U, Y, teacher, opts, U_test, Y_test)
+    run = _start(U, Y, opts, task, seed)
     t0 = time.perf_counter()
     ts = run.ts
     stats = _gram(opts, _regressors(ts.X, ts.U), ts.Z)
     spec = ab_spec(opts, run.n, run.p)
-    sols = solve_path(stats, spec, [float(lam) for lam in lambdas], tol=opts.tol,
-                      max_iter=_max_pivots(stats.d), n_jobs=opts.n_jobs, backend=opts.backend,
-                      address=opts.address)
-    sols = [_escalate(opts, stats, spec.with_penalty(float(lam)), sol)
-            for lam, sol in zip(lambdas, sols, strict=True)]
+    par = dict(n_jobs=opts.n_jobs, backend=opts.backend, address=opts.address)
+    sols = [escalate(RowProblem(stats, spec.with_penalty(float(lam))), sol, tol=opts.tol,
+                     chain=opts.chain, step=f"SIM A,B rows (λ = {lam:g})",
+                     accept_uncertified=opts.accept_uncertified, **par)
+            for lam, sol in zip(lambdas, solve_path(stats, spec, [float(v) for v in lambdas],
+                                                    tol=opts.tol), strict=True)]
     run.phases["fit_AB_path"] = time.perf_counter() - t0
     results, warm = [], None
     for lam, sol_ab in zip(lambdas, sols, strict=True):
         ab = _ABFit(sol_ab, np.zeros(0, dtype=int), _stage("A,B", sol_ab))
         result, sol_cd = _complete(run, ab, float(lam), warm)
-        results.append(result)
+        result.summary.pop("uncertified")
+        results.append(FitResult(result.model, [{"iteration": 0, "stages": result.history}],
+                                 result.summary))
         warm = sol_cd.W
     return results

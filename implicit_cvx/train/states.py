@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..convert import from_sklearn
 from ..model import ImplicitModel
+from ..numerics import check_kappa, in_ball
 from ..structure import block_structure
-from ..wellposed import BALL_RTOL, check_kappa, inf_norm, rescale
+from ..wellposed import rescale
 
 
 @dataclass
@@ -32,6 +34,23 @@ def _dense(M) -> np.ndarray:
     return M.toarray() if sp.issparse(M) else np.asarray(M, dtype=float)
 
 
+def train_teacher(U, Y, task: str, hidden, max_iter: int, seed=None):
+    """A scikit-learn MLP (hidden layer sizes `hidden`) fitted to (U, Y): SIM's default teacher."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    cls = MLPClassifier if task == "classification" else MLPRegressor
+    est = cls(hidden_layer_sizes=tuple(int(h) for h in hidden), max_iter=int(max_iter),
+              random_state=None if seed is None else int(seed))
+    Y = np.asarray(Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(U, Y[:, 0] if Y.ndim == 2 and Y.shape[1] == 1 else Y)
+    return est
+
+
 def teacher_model(teacher) -> ImplicitModel:
     """The teacher as an ImplicitModel with an acyclic (feed-forward) A, dense weights.
 
@@ -44,8 +63,6 @@ def teacher_model(teacher) -> ImplicitModel:
                 f"teacher must be a fitted sklearn MLPClassifier/MLPRegressor or an ImplicitModel "
                 f"with a feed-forward (triangular) A, got {type(teacher).__name__}; fit it first"
             )
-        from ..convert import from_sklearn
-
         teacher = from_sklearn(teacher)
     A = _dense(teacher.A)
     if not block_structure(A).is_triangular:
@@ -62,7 +79,7 @@ def rescale_into_ball(model: ImplicitModel, kappa: float) -> tuple[ImplicitModel
     (SAS⁻¹, SB, Sb_x, CS⁻¹, D, b_y) inside the κ-ball (`wellposed.rescale`, positive
     homogeneity of φ; for a feed-forward A the scale factors propagate layer by layer) and True."""
     kappa = check_kappa(kappa)
-    if inf_norm(model.A) <= kappa * (1 + BALL_RTOL):
+    if in_ball(model.A, kappa):
         return model, False
     return rescale(model, kappa), True
 
