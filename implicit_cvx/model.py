@@ -313,6 +313,11 @@ def check_metadata(meta: dict, model, where: str = "") -> None:
                 check(meta[key])
             except ValueError as exc:
                 raise ValueError(f"{where}field '{key}': {exc}") from None
+    folded = (meta.get("input") or {}).get("transform") is not None
+    if folded and not InputTransform.from_spec(meta.get("preprocessing")).is_identity:
+        raise ValueError(f"{where}field 'preprocessing' = {meta['preprocessing']} beside a folded "
+                         "input transform ('input.transform'): the weights already take raw "
+                         "inputs; a second transform is ambiguous (set preprocessing to none)")
 
 
 def _fold_stored_preprocessing(model, version: int):

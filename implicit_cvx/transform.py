@@ -149,7 +149,7 @@ class InputTransform:
     def describe(self) -> str:
         if self.is_identity:
             return "raw input units"
-        return "input units u = (x − offset) ⊙ scale of " + (" then ".join(self.steps) or "a transform")
+        return "transformed input units: " + (" then ".join(self.steps) or "u = (x − offset) ⊙ scale")
 
     # ---- models ------------------------------------------------------------------------------
     def fold(self, model, *, domain=None, train_range=None):

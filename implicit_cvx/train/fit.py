@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError, Field, load_yaml, validate
+from .init import unfold_saved_init
+from .objective import metrics
 
 METHODS = ("sim", "adjoint", "fenchel", "gradient")
 
@@ -125,8 +127,8 @@ def _method_kwargs(cfg: dict, ds, U, y) -> dict:
                     include_D=model_cfg["include_D"], n_jobs=run_cfg["n_jobs"],
                     backend=run_cfg["backend"], address=run_cfg["address"], **s)
     kwargs = dict(common, n_states=model_cfg["n_states"], kappa=model_cfg["kappa"],
-                  include_D=model_cfg["include_D"], init=model_cfg["init"], loss=cfg["loss"],
-                  **cfg[method])
+                  include_D=model_cfg["include_D"], init=unfold_saved_init(model_cfg["init"], ds.transform),
+                  loss=cfg["loss"], **cfg[method])
     if method in ("adjoint", "fenchel") and run_cfg["backend"] != "serial":
         kwargs.update(n_jobs=run_cfg["n_jobs"], backend=run_cfg["backend"])
     if method in ("adjoint", "gradient"):
@@ -148,14 +150,7 @@ def _fitter(method: str):
 
 
 def _metrics(model, U, y, task, prefix: str) -> dict:
-    pred = model.predict(U)
-    if task == "classification":
-        if pred.shape[1] == 1:
-            labels = (pred[:, 0] > 0).astype(int)
-        else:
-            labels = np.argmax(pred, axis=1)
-        return {f"{prefix}_accuracy": float(np.mean(labels == y))}
-    return {f"{prefix}_rmse": float(np.sqrt(np.mean((pred.reshape(np.shape(y)) - y) ** 2)))}
+    return {f"{prefix}_{k}": v for k, v in metrics(task, model.predict(U), y).items()}
 
 
 def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True):
@@ -195,10 +190,11 @@ def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True
         run = RunLog(out, checkpoint_every=cfg["run"]["checkpoint_every"], resume=resume)
         result = _fitter(method)(U, y, run=run, progress=progress, **kwargs, **val)
     t_fit = time.perf_counter()
-    model = result.model
+    model = ds.fold(result.model)  # fitted on transformed inputs; saved to take raw inputs
+    U, U_test = ds.transform.invert(U), ds.transform.invert(U_test)
     model.metadata.update(
-        method=method, kappa=cfg["model"]["kappa"], preprocessing=ds.preprocessing,
-        classes=ds.classes, task=ds.task, dataset=ds.name,
+        method=method, kappa=cfg["model"]["kappa"], classes=ds.classes, task=ds.task,
+        dataset=ds.name,
         provenance={"config": cfg, "config_path": str(config_path) if config_path else None,
                     "seed": cfg["seed"]},
     )
