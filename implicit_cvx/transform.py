@@ -104,9 +104,8 @@ class InputTransform:
             raise ValueError(f"step {label} is not fitted; fit the pipeline first")
         step = (f"sklearn.preprocessing.{kind}",)
         if kind == "StandardScaler":
-            mean = scaler.mean_ if scaler.mean_ is not None else 0.0
-            scale = 1.0 / scaler.scale_ if scaler.scale_ is not None else 1.0
-            return cls(mean, scale, step)
+            mean = scaler.mean_ if scaler.with_mean else 0.0  # mean_ is fitted even if unused
+            return cls(mean, 1.0 / scaler.scale_ if scaler.with_std else 1.0, step)
         if kind == "MaxAbsScaler":
             return cls(0.0, 1.0 / scaler.scale_, step)
         if scaler.clip:
