@@ -126,6 +126,9 @@ def _decode_matrix(path: Path, arrays: dict, name: str, storage):
     if storage == "dense":
         return arrays[name]
     data, indices, indptr, shape = (arrays[k] for k in keys)
+    if any(a.dtype.kind not in "iu" or a.ndim != 1 for a in (indices, indptr, shape)) or shape.size != 2:
+        raise ValueError(f"{path}: sparse matrix {name} is malformed (indices, indptr and shape "
+                         "must be 1-D integer arrays, shape of length 2)")
     try:
         M = sp.csr_matrix((data, indices, indptr), shape=tuple(int(s) for s in shape))
         M.check_format(full_check=True)
@@ -154,11 +157,12 @@ def _member_header(path: Path, fh, info: zipfile.ZipInfo):
         raise ValueError(f"{path}: member {name} holds {what}; the file is corrupt or not written "
                          "by ImplicitModel.save")
     size = math.prod(shape) * dtype.itemsize
+    room = info.file_size - fh.tell()  # bytes after the header
     limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO)
-    if any(d < 0 for d in shape) or size > info.file_size or info.file_size > limit + 1024:
+    if any(d < 0 for d in shape) or size > room or info.file_size > limit + 1024:
         raise ValueError(
             f"{path}: member {name} declares an array of shape {shape} ({size} bytes) but the "
-            f"archive stores {info.file_size} bytes ({info.compress_size} compressed) for it; "
+            f"archive stores {room} bytes after its header ({info.compress_size} compressed); "
             "the file is corrupt or crafted"
         )
     return shape, fortran, dtype, size
@@ -272,7 +276,7 @@ def _check_kappa_field(meta: dict, model, where: str) -> None:
                          "(0, 1), or null for a model not trained in a ball")
     norm = inf_norm(model.A)
     if norm > kappa * (1 + BALL_RTOL):
-        raise ValueError(f"{where}field 'A' has ‖A‖_∞ = {norm:.17g} > kappa = {kappa}: the "
+        raise ValueError(f"{where}field 'A' has ‖A‖_∞ = {norm:.12g} > kappa = {kappa}: the "
                          "weights are outside the ball the file claims")
 
 
