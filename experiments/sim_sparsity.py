@@ -51,7 +51,7 @@ def run_dataset(name: str, lambdas, max_iter: int, seed: int = 0) -> tuple[list[
     t_teacher = time.perf_counter() - t0
     t0 = time.perf_counter()
     results = sim_path(U, y, teacher=teacher, task="classification", lambdas=lambdas, kappa=0.99,
-                       U_test=U_test, Y_test=y_test, seed=seed, preprocessing=ds.preprocessing)
+                       U_test=U_test, Y_test=y_test, seed=seed)
     t_sim = time.perf_counter() - t0
     rows = [{"dataset": name, "lam": lam, **{k: r.summary.get(k) for k in COLUMNS[2:]}}
             for lam, r in zip(lambdas, results, strict=True)]
