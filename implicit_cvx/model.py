@@ -506,6 +506,7 @@ class ImplicitModel:
     # ---- summaries ---------------------------------------------------------------------------
     def describe(self) -> dict:
         """Sizes, sparsity, ‖A‖_∞, λ_pf(|A|), well-posedness and activation: `implicit-cvx info`."""
+        from .transform import describe_input_record
         from .wellposed import wellposedness_report
 
         report = wellposedness_report(self.A)
@@ -526,6 +527,7 @@ class ImplicitModel:
             "kappa": self.metadata.get("kappa"),
             "method": self.metadata.get("method"),
             "classes": self.metadata.get("classes"),
+            "inputs": describe_input_record(self.metadata.get("input")) or "as given (no transform)",
         }
 
     def __repr__(self) -> str:

@@ -254,6 +254,20 @@ def check_input_record(record, p: int) -> dict:
     return record
 
 
+def describe_input_record(record) -> str | None:
+    """One line for `implicit-cvx info`: what was folded and the domain, or None."""
+    if not record:
+        return None
+    steps = (record.get("transform") or {}).get("steps") or ["an affine transform"]
+    text = "raw inputs (folded: " + " then ".join(steps) + ")"
+    domain = record.get("domain")
+    if domain is not None:
+        pairs = {(lo, hi) for lo, hi in zip(domain["low"], domain["high"], strict=True)}
+        text += ("; domain [{}, {}] for every feature".format(*pairs.pop()) if len(pairs) == 1
+                 else "; domain per feature")
+    return text
+
+
 def fold_outputs(model, offset, scale):
     """The model whose outputs are ŷ ⊙ scale + offset of `model`'s (e.g. undoing a target
     standardization exactly): C' = diag(scale) C, D' = diag(scale) D, b_y' = b_y ⊙ scale + offset."""

@@ -79,6 +79,8 @@ def test_cli_style_digits_fit(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels, want.argmax(axis=1))
     assert accuracy == pytest.approx(np.mean(want.argmax(axis=1) == y))
     assert loaded.metadata["input"]["domain"] == {"low": [0.0] * 64, "high": [16.0] * 64}
+    assert loaded.describe()["inputs"] == ("raw inputs (folded: pixels / 16); domain [0.0, 16.0] "
+                                           "for every feature")
     assert loaded.metadata["input"]["train_range"]["high"] == ds.X[ds.train_index].max(axis=0).tolist()
 
 
