@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from implicit_cvx import ImplicitClassifier, ImplicitModel, estimators, from_sklearn
+from implicit_cvx.config import validate
 from implicit_cvx.data import load_dataset
 from implicit_cvx.robust import certify
 from implicit_cvx.train import fit as fit_module
@@ -28,12 +29,11 @@ def _close(got, want, rtol=1e-12):
     assert np.max(np.abs(got - want)) <= rtol * np.max(np.abs(want)), np.max(np.abs(got - want))
 
 
-def _config(method="adjoint", **model):
-    from implicit_cvx.config import validate
-
-    cfg = {"method": method, "seed": 1, "dataset": {"name": "digits", "max_train": 200},
+def _config(method="adjoint", dataset="digits", **model):
+    cfg = {"method": method, "seed": 1, "dataset": {"name": dataset, "max_train": 200},
            "model": {"n_states": 8, "kappa": 0.9, **model}, "adjoint": {"max_outer": 2},
-           "gradient": {"epochs": 1, "lr": 1e-12}, "run": {"checkpoint_every": 1}}
+           "gradient": {"epochs": 1, "lr": 1e-12}, "run": {"checkpoint_every": 1},
+           "sim": {"teacher_hidden": [8], "teacher_max_iter": 200}}
     return validate(cfg, SCHEMA)
 
 
@@ -136,3 +136,15 @@ def test_saved_init_is_unfolded_exactly(tmp_path):
     assert unfold_saved_init("data", ds.transform) == "data"
     with pytest.raises(ValueError, match="neither 'random', 'data' nor an existing model file"):
         unfold_saved_init(str(tmp_path / "missing.npz"), ds.transform)
+
+
+def test_binary_sim_fit_has_one_logit_and_right_labels(tmp_path):
+    """run_fit with method sim on breast cancer: the binary teacher gives ONE logit (class 1 iff
+    ŷ > 0); the report's accuracy is that of those labels on raw inputs."""
+    _, report = run_fit(_config("sim", "breast_cancer"), tmp_path, progress=False)
+    model = ImplicitModel.load(tmp_path / "model.npz")
+    assert model.n_outputs == 1 and model.metadata["classes"] == [0, 1]
+    ds = load_dataset("breast_cancer", seed=1)
+    X_raw, y = ds.split("test", raw=True)
+    labels = (model.predict(X_raw)[:, 0] > 0).astype(int)
+    assert report["test_accuracy"] == pytest.approx(np.mean(labels == y)) and report["test_accuracy"] >= 0.9

@@ -220,6 +220,9 @@ def test_format_1_file_with_stored_preprocessing_is_folded_on_load(tmp_path):
     assert loaded.metadata["preprocessing"] == {"kind": "none"}
     note = loaded.metadata["input"]["note"]
     assert "format-1 file" in note and "folded into B, D, b_x, b_y on load" in note
+    plain = ImplicitModel.load(_edit(_model().save(tmp_path / "p.npz"), header={"format_version": 1}))
+    np.testing.assert_array_equal(plain.B, _model().B)  # nothing stored, nothing folded
+    assert "input" not in plain.metadata
     # saved again (format 2), it stays folded: loading does not fold twice
     again = ImplicitModel.load(loaded.save(tmp_path / "again.npz"))
     np.testing.assert_array_equal(again.B, loaded.B)
