@@ -138,8 +138,8 @@ def _decode_matrix(path: Path, arrays: dict, name: str, storage):
 
 
 def _member_header(path: Path, fh, info: zipfile.ZipInfo):
-    """(shape, fortran_order, dtype) of one .npy member, checked BEFORE anything is allocated:
-    a real numeric dtype, and shape × itemsize within what the member can hold."""
+    """(shape, fortran_order, dtype, bytes) of one .npy member, checked BEFORE anything is
+    allocated: a real numeric dtype, and shape × itemsize within what the member can hold."""
     name = info.filename
     try:
         version = np.lib.format.read_magic(fh)
@@ -196,6 +196,11 @@ def _read_npz(path: Path) -> dict:
                     " are not (unique) .npy arrays; the file is corrupt or not written by "
                     "ImplicitModel.save"
                 )
+            packed = [i.filename for i in infos if i.flag_bits & 0x1
+                      or i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
+            if packed:  # the size bound below holds for stored and deflated members only
+                raise ValueError(f"{path}: archive member(s) {packed} are encrypted or use a "
+                                 "compression other than deflate; not written by ImplicitModel.save")
             return {info.filename[:-4]: _read_member(path, zf, info) for info in infos}
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise ValueError(
@@ -236,6 +241,12 @@ def _read_header(path: Path, arrays: dict) -> dict:
     missing = [k for k in ("storage", "activation", "metadata") if k not in header]
     if missing or not isinstance(header["storage"], dict):
         raise ValueError(f"{path}: the model header lacks {missing or ['storage']}")
+    meta = header["metadata"]
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: field 'metadata' must be a JSON object, got {meta!r}")
+    if meta.get("provenance") is not None and not isinstance(meta["provenance"], dict):
+        raise ValueError(f"{path}: field 'metadata.provenance' must be a JSON object, got "
+                         f"{meta['provenance']!r}")
     return header
 
 
@@ -309,7 +320,7 @@ def check_metadata(meta: dict, model, where: str = "") -> None:
         raise ValueError(f"{where}field 'task' = {meta['task']!r} is not 'classification' or "
                          "'regression'")
     for key, check in (
-        ("preprocessing", lambda v: InputTransform.from_spec(v)._vectors(model.n_inputs)),
+        ("preprocessing", lambda v: InputTransform.from_spec(v).vectors(model.n_inputs)),
         ("input", lambda v: check_input_record(v, model.n_inputs)),
     ):
         if meta.get(key) is not None:
@@ -478,7 +489,8 @@ class ImplicitModel:
 
     @classmethod
     def load(cls, path) -> ImplicitModel:
-        """Read a model written by `save`; any other or damaged file gives a ValueError naming it."""
+        """Read a model written by `save`; any other, damaged or inconsistent file gives a
+        ValueError naming it and the field. A stored preprocessing (format 1) is folded in."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")

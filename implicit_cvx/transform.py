@@ -139,7 +139,8 @@ class InputTransform:
         return InputTransform(-self.offset * self.scale, 1.0 / self.scale,
                               tuple(f"inverse of {s}" for s in reversed(self.steps)))
 
-    def _vectors(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """(offset, scale) as p-vectors, or a ValueError if the transform has another length."""
         for name, v in (("offset", self.offset), ("scale", self.scale)):
             if v.ndim and v.size != p:
                 raise ValueError(f"transform {name} has {v.size} entries but the model takes {p} inputs")
@@ -158,7 +159,7 @@ class InputTransform:
         `domain` and `train_range` are (low, high) pairs in raw units (scalars or per feature;
         None or ±inf where unbounded); metadata "input" records them and the folded transform.
         """
-        mu, s = self._vectors(model.n_inputs)
+        mu, s = self.vectors(model.n_inputs)
         B, D = _scale_columns(model.B, s), _scale_columns(model.D, s)
         folded = model.with_weights(B=B, D=D, b_x=model.b_x - _matvec(B, mu),
                                     b_y=model.b_y - _matvec(D, mu))
@@ -235,7 +236,7 @@ def check_input_record(record, p: int) -> dict:
         raise ValueError(f"metadata 'input' has unknown key(s) {unknown}")
     if record.get("transform") is not None:
         try:
-            InputTransform.from_json(record["transform"])._vectors(p)
+            InputTransform.from_json(record["transform"]).vectors(p)
         except ValueError as exc:
             raise ValueError(f"metadata 'input.transform': {exc}") from None
     for name in ("domain", "train_range"):

@@ -11,6 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from implicit_cvx.convert import from_layers
 from implicit_cvx.data import preprocess
@@ -138,6 +140,12 @@ CASES = {
     "truncated data": (dict(members={"b_x.npy": _npy(np.ones(N))[:-8]}), r"b_x\.npy declares"),
     "zip lies about a member's size": ("lying_zip", r"A\.npy declares an array.*corrupt or crafted"),
     "header too new": (dict(header={"format_version": 3}), "version 3.*upgrade"),
+    "metadata not an object": (dict(header={"metadata": [1, 2]}), r"field 'metadata' must be a JSON object"),
+    "metadata null": (dict(header={"metadata": None}), r"field 'metadata' must be a JSON object"),
+    "provenance not an object": (dict(header={"metadata.provenance": "me"}),
+                                 r"field 'metadata\.provenance' must be a JSON object"),
+    "bzip2 member (unbounded ratio)": ("bzip2", r"\['A\.npy'\] are encrypted or use a compression other"),
+    "encrypted member": ("encrypted", r"\['A\.npy'\] are encrypted"),
 }
 
 
@@ -162,6 +170,20 @@ def _craft(tmp_path, kind):
     if kind == "one_logit":
         path = _model(classes=("a", "b"), q=1).save(tmp_path / "m.npz")
         return _edit(path, header={"metadata.classes": ["a", "b", "c"]})
+    if kind == "bzip2":
+        files = _members(path)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, raw in files.items():
+                zf.writestr(name, raw, zipfile.ZIP_BZIP2 if name == "A.npy" else None)
+        return path
+    if kind == "encrypted":  # set the "encrypted" flag of A.npy in the central directory
+        raw = bytearray(path.read_bytes())
+        at = raw.find(b"PK\x01\x02")
+        while raw[at + 46:at + 46 + struct.unpack_from("<H", raw, at + 28)[0]] != b"A.npy":
+            at = raw.find(b"PK\x01\x02", at + 4)
+        raw[at + 8] |= 0x1
+        path.write_bytes(bytes(raw))
+        return path
     return _lying_zip(tmp_path / "lie.npz", path)
 
 
@@ -227,3 +249,22 @@ def test_format_1_file_with_stored_preprocessing_is_folded_on_load(tmp_path):
     again = ImplicitModel.load(loaded.save(tmp_path / "again.npz"))
     np.testing.assert_array_equal(again.B, loaded.B)
     np.testing.assert_array_equal(again.b_x, loaded.b_x)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_bytes_give_a_value_error_or_a_valid_model(tmp_path, data):
+    """Any corruption of a valid file: a ValueError naming the file, or a model that validates."""
+    raw = bytearray((tmp_path / "base.npz").read_bytes() if (tmp_path / "base.npz").exists()
+                    else _model().save(tmp_path / "base.npz").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(bytes(raw))
+    try:
+        model = ImplicitModel.load(path)
+    except ValueError as exc:
+        assert "damaged.npz" in str(exc)
+    else:
+        assert np.all(np.isfinite(model.A)) and model.n_inputs == P
