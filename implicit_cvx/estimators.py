@@ -271,8 +271,8 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
     __doc__ = (
         """An implicit-model regressor with squared loss; 1-D or 2-D targets.
 
-    Targets are standardized inside as well (with ``standardize``): a loss and penalties in the
-    targets' own units would make the defaults depend on them (diabetes targets have std 77).
+    Targets are standardized inside as well (with ``standardize``), so that the loss, penalties
+    and step sizes mean the same whatever the targets' unit (diabetes targets have std 77).
 """
         + _PARAMETERS.format(
             targets=" (and targets)", s="s", verb="are", early="True",
