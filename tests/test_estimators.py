@@ -72,6 +72,7 @@ def test_binary_breast_cancer_for_every_method(method):
     np.testing.assert_array_equal(proba[:, 1] > 0.5, positive)
 
 
+@pytest.mark.slow
 def test_regressor_defaults_beat_ridge_on_diabetes():
     """R² over the same 5 shuffled folds: ImplicitRegressor() ≥ Ridge() (it was 0.01 before the
     targets were standardized and early stopping became the regressor's default)."""
