@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from .activations import ActivationMap
 from .model import ImplicitModel
 from .numerics import check_matrix, check_vector
+from .transform import InputTransform
 
 _SKLEARN_ACTIVATIONS = {
     "relu": "relu",
@@ -27,7 +28,7 @@ _SKLEARN_ACTIVATIONS = {
     "logistic": "sigmoid",
     "identity": "identity",
 }
-_INPUT_SIDE_METADATA = ("preprocessing",)
+_INPUT_SIDE_METADATA = ("preprocessing", "input")
 _OUTPUT_SIDE_METADATA = ("classes", "output_link", "task")
 
 
@@ -268,26 +269,47 @@ def from_conv2d(weight, input_shape, bias=None, stride=1, padding=0, activation=
 
 
 def from_sklearn(estimator) -> ImplicitModel:
-    """A fitted scikit-learn MLPClassifier / MLPRegressor as an implicit model with linear outputs.
+    """A fitted scikit-learn MLPClassifier / MLPRegressor as an implicit model with linear outputs,
+    or a fitted Pipeline of scalers (StandardScaler, MinMaxScaler, MaxAbsScaler; any number, in
+    order) ending in one: the scalers are folded into B, D, b_x, b_y, so the model takes the
+    Pipeline's raw inputs (metadata "input" records them).
 
     Outputs are the pre-activation logits: softmax(logits) is predict_proba for multiclass; a
     binary classifier has ONE logit and predicts classes_[1] where logit > 0 (metadata
     "output_link" is the estimator's out_activation_; "classes" its classes_).
     """
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline):
+        return _from_mlp(estimator, type(estimator).__name__)
+    *steps, (name, final) = estimator.steps
+    transform = InputTransform.identity()
+    for step_name, step in steps:
+        if step is not None and step != "passthrough":
+            transform = transform.then(InputTransform.from_sklearn(step, step_name))
+    model = _from_mlp(final, f"the Pipeline's final step '{name}' ({type(final).__name__})")
+    first = next((s for _, s in steps if s is not None and s != "passthrough"), None)
+    seen = (first.data_min_, first.data_max_) if type(first).__name__ == "MinMaxScaler" else None
+    model = transform.fold(model, train_range=seen)
+    model.metadata["source"] = "sklearn.pipeline.Pipeline: " + " → ".join(
+        type(s).__name__ for _, s in estimator.steps if s is not None and s != "passthrough"
+    )
+    return model
+
+
+def _from_mlp(estimator, what: str) -> ImplicitModel:
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 
     if not isinstance(estimator, (MLPClassifier, MLPRegressor)):
         raise ValueError(
-            f"from_sklearn converts MLPClassifier and MLPRegressor, got {type(estimator).__name__}; "
-            "for a Pipeline, convert its final MLP and record the scaler as preprocessing"
+            f"from_sklearn converts MLPClassifier and MLPRegressor (alone or at the end of a "
+            f"Pipeline of StandardScaler / MinMaxScaler / MaxAbsScaler), got {what}"
         )
     if not hasattr(estimator, "coefs_"):
-        raise ValueError(
-            f"{type(estimator).__name__} is not fitted; call fit(X, y) before converting"
-        )
+        raise ValueError(f"{what} is not fitted; call fit(X, y) before converting")
     if estimator.activation not in _SKLEARN_ACTIVATIONS:
         raise ValueError(
-            f"{type(estimator).__name__} activation {estimator.activation!r} has no CONE "
+            f"{what} activation {estimator.activation!r} has no CONE "
             f"counterpart; supported: {', '.join(_SKLEARN_ACTIVATIONS)}"
         )
     model = from_layers(

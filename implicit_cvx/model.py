@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy as _copy
 import json
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,16 +15,19 @@ import scipy.sparse as sp
 from .activations import ActivationMap
 from .equilibrium import solve_equilibrium
 from .files import package_versions, write_npz_atomic
-from .numerics import check_matrix, check_vector
+from .numerics import check_matrix, check_vector, in_ball, inf_norm
+from .transform import InputTransform, check_input_record, describe_input_record
 from .wellposed import wellposedness_report
 
 FORMAT_NAME = "implicit_cvx.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: inputs are raw (transforms folded in); metadata "input"; checked on load
 _HEADER_KEY = "__header__"
+_MAX_DEFLATE_RATIO = 1100  # deflate expands at most ~1032:1, so a member holds ≤ this × its bytes
 _WEIGHTS = ("A", "B", "C", "D")
 _VECTORS = ("b_x", "b_y")
 _CSR_PARTS = ("data", "indices", "indptr", "shape")
-# Every model file carries these metadata keys (DESIGN §9), with these defaults when absent.
+# Every model file carries these metadata keys, with these defaults when absent. "preprocessing"
+# stays {"kind": "none"} after loading: a stored transform is folded into the weights on load.
 _DEFAULT_METADATA = {
     "kappa": None,
     "preprocessing": {"kind": "none"},
@@ -84,6 +88,9 @@ def _decode_matrix(path: Path, arrays: dict, name: str, storage):
     if storage == "dense":
         return arrays[name]
     data, indices, indptr, shape = (arrays[k] for k in keys)
+    if any(a.dtype.kind not in "iu" or a.ndim != 1 for a in (indices, indptr, shape)) or shape.size != 2:
+        raise ValueError(f"{path}: sparse matrix {name} is malformed (indices, indptr and shape "
+                         "must be 1-D integer arrays, shape of length 2)")
     try:
         M = sp.csr_matrix((data, indices, indptr), shape=tuple(int(s) for s in shape))
         M.check_format(full_check=True)
@@ -92,15 +99,72 @@ def _decode_matrix(path: Path, arrays: dict, name: str, storage):
     return M
 
 
-def _read_npz(path: Path) -> dict:
-    """All arrays of an .npz archive, never unpickling; a clear error for anything unreadable."""
+def _member_header(path: Path, fh, info: zipfile.ZipInfo):
+    """(shape, fortran_order, dtype, bytes) of one .npy member, checked BEFORE anything is
+    allocated: a real numeric dtype, and shape × itemsize within what the member can hold."""
+    name = info.filename
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single .npy array, not an .npz archive")
-        with archive:
-            return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, ValueError) as exc:
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        reader = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+        shape, fortran, dtype = reader(fh)
+    except ValueError as exc:
+        raise ValueError(f"{path}: member {name} has a malformed .npy header ({exc}); the file "
+                         "is corrupt or not written by ImplicitModel.save") from None
+    if dtype.hasobject or dtype.kind not in "fiu":
+        what = ("complex values (model arrays must be real)" if dtype.kind == "c" else
+                "an object array (pickled Python objects are never loaded)" if dtype.hasobject else
+                f"dtype {dtype} (model arrays are real numbers)")
+        raise ValueError(f"{path}: member {name} holds {what}; the file is corrupt or not written "
+                         "by ImplicitModel.save")
+    size = math.prod(shape) * dtype.itemsize
+    room = info.file_size - fh.tell()  # bytes after the header
+    limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO)
+    if any(d < 0 for d in shape) or size > room or info.file_size > limit + 1024:
+        raise ValueError(
+            f"{path}: member {name} declares an array of shape {shape} ({size} bytes) but the "
+            f"archive stores {room} bytes after its header ({info.compress_size} compressed); "
+            "the file is corrupt or crafted"
+        )
+    return shape, fortran, dtype, size
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    with zf.open(info) as fh:
+        shape, fortran, dtype, size = _member_header(path, fh, info)
+        data = fh.read(size)
+    if len(data) != size:
+        raise ValueError(f"{path}: member {info.filename} is truncated ({len(data)} of {size} "
+                         "bytes); the file is corrupt")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _read_npz(path: Path) -> dict:
+    """All arrays of an .npz archive, each .npy header checked before its data is read; never
+    unpickles; a clear ValueError naming the file for anything else."""
+    with open(path, "rb") as fh:
+        if fh.read(6) == b"\x93NUMPY":
+            raise ValueError(f"{path}: it holds a single .npy array, not an .npz archive written "
+                             "by ImplicitModel.save")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [info.filename for info in infos]
+            bad = [n for n in names if not n.endswith(".npy") or "/" in n]
+            if bad or len(set(names)) != len(names):
+                raise ValueError(
+                    f"{path}: archive member(s) {bad or sorted(n for n in names if names.count(n) > 1)}"
+                    " are not (unique) .npy arrays; the file is corrupt or not written by "
+                    "ImplicitModel.save"
+                )
+            packed = [i.filename for i in infos if i.flag_bits & 0x1
+                      or i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
+            if packed:  # the size bound below holds for stored and deflated members only
+                raise ValueError(f"{path}: archive member(s) {packed} are encrypted or use a "
+                                 "compression other than deflate; not written by ImplicitModel.save")
+            return {info.filename[:-4]: _read_member(path, zf, info) for info in infos}
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise ValueError(
             f"{path}: cannot read the model file ({type(exc).__name__}: {exc}); it is corrupt, "
             "truncated, or not an archive written by ImplicitModel.save"
@@ -139,7 +203,93 @@ def _read_header(path: Path, arrays: dict) -> dict:
     missing = [k for k in ("storage", "activation", "metadata") if k not in header]
     if missing or not isinstance(header["storage"], dict):
         raise ValueError(f"{path}: the model header lacks {missing or ['storage']}")
+    meta = header["metadata"]
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: field 'metadata' must be a JSON object, got {meta!r}")
+    if meta.get("provenance") is not None and not isinstance(meta["provenance"], dict):
+        raise ValueError(f"{path}: field 'metadata.provenance' must be a JSON object, got "
+                         f"{meta['provenance']!r}")
     return header
+
+
+def _known_arrays(storage: dict) -> set:
+    names = set(_VECTORS) | {_HEADER_KEY}
+    for name in _WEIGHTS:
+        names |= {name} if storage.get(name) == "dense" else {f"{name}__csr_{p}" for p in _CSR_PARTS}
+    return names
+
+
+def _check_kappa_field(meta: dict, model, where: str) -> None:
+    """κ None (not trained in a ball) or a number in (0, 1) with ‖A‖_∞ ≤ κ(1 + BALL_RTOL)."""
+    kappa = meta.get("kappa")
+    if kappa is None:
+        return
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0 < kappa < 1:
+        raise ValueError(f"{where}field 'kappa' = {kappa!r} is not allowed: κ must be a number in "
+                         "(0, 1), or null for a model not trained in a ball")
+    norm = inf_norm(model.A)
+    if not in_ball(model.A, kappa):
+        raise ValueError(f"{where}field 'A' has ‖A‖_∞ = {norm:.12g} > kappa = {kappa}: the "
+                         "weights are outside the ball the file claims")
+
+
+def _check_classes(meta: dict, model, where: str) -> None:
+    """Class labels: distinct JSON scalars, K labels for K logits, or two for one logit."""
+    classes = meta.get("classes")
+    if classes is None:
+        return
+    if not isinstance(classes, list) or not all(
+        isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes
+    ):
+        raise ValueError(f"{where}field 'classes' must be a list of labels (strings or numbers), "
+                         f"got {classes!r}")
+    K, q = len(classes), model.n_outputs
+    if len({json.dumps(c) for c in classes}) != K:
+        raise ValueError(f"{where}field 'classes' repeats a label: {classes!r}")
+    if not (K == q >= 2 or (q == 1 and K == 2)):
+        raise ValueError(f"{where}field 'classes' has {K} labels but the model has {q} outputs; "
+                         "a classifier has one logit per class, or one logit for two classes")
+
+
+def check_metadata(meta: dict, model, where: str = "") -> None:
+    """The metadata of a model file (JSON values) checked against its weights, a ValueError naming
+    the field: κ and the ball, class labels vs outputs, task, preprocessing, the input record."""
+
+    _check_kappa_field(meta, model, where)
+    _check_classes(meta, model, where)
+    if meta.get("task") not in (None, "classification", "regression"):
+        raise ValueError(f"{where}field 'task' = {meta['task']!r} is not 'classification' or "
+                         "'regression'")
+    for key, check in (
+        ("preprocessing", lambda v: InputTransform.from_spec(v).vectors(model.n_inputs)),
+        ("input", lambda v: check_input_record(v, model.n_inputs)),
+    ):
+        if meta.get(key) is not None:
+            try:
+                check(meta[key])
+            except ValueError as exc:
+                raise ValueError(f"{where}field '{key}': {exc}") from None
+    folded = (meta.get("input") or {}).get("transform") is not None
+    if folded and not InputTransform.from_spec(meta.get("preprocessing")).is_identity:
+        raise ValueError(f"{where}field 'preprocessing' = {meta['preprocessing']} beside a folded "
+                         "input transform ('input.transform'): the weights already take raw "
+                         "inputs; a second transform is ambiguous (set preprocessing to none)")
+
+
+def _fold_stored_preprocessing(model, version: int):
+    """A file's stored (not yet folded) preprocessing — every format-1 file with one — folded
+    into B, D, b_x, b_y, so that the loaded model takes raw inputs; the metadata says so."""
+
+    spec = model.metadata.get("preprocessing")
+    transform = InputTransform.from_spec(spec)
+    if transform.is_identity:
+        return model
+    folded = transform.fold(model)
+    folded.metadata["input"]["note"] = (
+        f"format-{version} file stored preprocessing {spec}; folded into B, D, b_x, b_y on load: "
+        "the model takes raw inputs"
+    )
+    return folded
 
 
 class ImplicitModel:
@@ -270,6 +420,7 @@ class ImplicitModel:
                 f"model metadata cannot be saved as JSON ({exc}); keep it to numbers, strings, "
                 "lists and dicts"
             ) from None
+        check_metadata(json.loads(text)["metadata"], self, f"cannot save model to {path}: ")
         arrays[_HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot save model to {path}: directory {path.parent} does not exist")
@@ -278,7 +429,8 @@ class ImplicitModel:
 
     @classmethod
     def load(cls, path) -> ImplicitModel:
-        """Read a model written by `save`; any other or damaged file gives a ValueError naming it."""
+        """Read a model written by `save`; any other, damaged or inconsistent file gives a
+        ValueError naming it and the field. A stored preprocessing (format 1) is folded in."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
@@ -291,16 +443,17 @@ class ImplicitModel:
         missing = [name for name in _VECTORS if name not in arrays]
         if missing:
             raise ValueError(f"{path}: array(s) {missing} missing from the model file")
+        unknown = sorted(set(arrays) - _known_arrays(header["storage"]))
+        if unknown:
+            raise ValueError(f"{path}: unexpected array(s) {unknown}; the file was not written by "
+                             "ImplicitModel.save")
         try:
-            return cls(
-                **parts,
-                b_x=arrays["b_x"],
-                b_y=arrays["b_y"],
-                activation=header["activation"],
-                metadata=header["metadata"],
-            )
+            model = cls(**parts, b_x=arrays["b_x"], b_y=arrays["b_y"],
+                        activation=header["activation"], metadata=header["metadata"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: inconsistent model file: {exc}") from None
+        check_metadata(model.metadata, model, f"{path}: ")
+        return _fold_stored_preprocessing(model, header["format_version"])
 
     # ---- summaries ---------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -323,6 +476,7 @@ class ImplicitModel:
             "kappa": self.metadata.get("kappa"),
             "method": self.metadata.get("method"),
             "classes": self.metadata.get("classes"),
+            "inputs": describe_input_record(self.metadata.get("input")) or "as given (no transform)",
         }
 
     def __repr__(self) -> str:

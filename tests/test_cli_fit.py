@@ -9,7 +9,7 @@ import yaml
 
 from implicit_cvx import ImplicitModel
 from implicit_cvx.cli import main
-from implicit_cvx.data import load_dataset, preprocess
+from implicit_cvx.data import load_dataset
 from implicit_cvx.robust import certify, sensitivity_attack
 from implicit_cvx.wellposed import BALL_RTOL, inf_norm
 
@@ -67,7 +67,9 @@ def test_fit_writes_model_and_report_in_the_schema(method, tmp_path):
     assert rep["nnz"] == model.nnz and rep["n_params"] == model.n_params
     assert rep["equilibrium_residual"] <= 1e-8
     assert model.metadata["classes"] == list(range(10))
-    assert model.metadata["preprocessing"]["kind"] == "scale"
+    assert model.metadata["preprocessing"] == {"kind": "none"}  # pixels / 16 folded in: raw input
+    record = model.metadata["input"]
+    assert record["transform"]["steps"] == ["pixels / 16"] and record["domain"]["high"] == [16.0] * 64
     assert (out / "A_sparsity.png").stat().st_size > 0
     want_act = "tanh" if method == "gradient" else "relu"  # model.activation reaches the fit
     assert {act.name for act, _, _ in model.activation.blocks} == {want_act}
@@ -90,25 +92,26 @@ def test_resume_of_a_finished_run_gives_the_same_model(fitted):
         np.testing.assert_array_equal(getattr(before, name), getattr(after, name))
 
 
-def _api_samples(model, n):
+def _api_samples(n):
+    """Raw test rows of digits: a saved model takes raw pixels in [0, 16]."""
     ds = load_dataset("digits", seed=0)
     idx = ds.test_index[:n]
-    U = preprocess(model.metadata["preprocessing"], ds.X[idx])
-    return U, ds.y[idx], idx
+    return ds.X[idx], ds.y[idx], idx
 
 
+# ε in raw pixel units: 0.16 and 0.32 are the 0.01 and 0.02 of [0, 1]-scaled pixels
 def test_certify_cli_agrees_with_the_api(fitted, tmp_path):
     out = tmp_path / "cert"
-    args = ["certify", str(fitted / "model.npz"), "--dataset", "digits", "--eps", "0,0.01,0.02",
+    args = ["certify", str(fitted / "model.npz"), "--dataset", "digits", "--eps", "0,0.16,0.32",
             "--method", "interval", "--limit", "60", "--out", str(out)]
     assert main(args) == 0
     rep = _report(out)
     assert ALWAYS <= set(rep) and rep["certify_method"] == "interval" and rep["samples"] == 60
     model = ImplicitModel.load(fitted / "model.npz")
-    U, y, idx = _api_samples(model, 60)
-    res = certify(model, U, y, [0.0, 0.01, 0.02], method="interval", domain=(0.0, 1.0))
+    U, y, idx = _api_samples(60)
+    res = certify(model, U, y, [0.0, 0.16, 0.32], method="interval", domain=(0.0, 16.0))
     assert rep["clean_accuracy"] == pytest.approx(res.clean_accuracy)
-    for e in (0.0, 0.01, 0.02):
+    for e in (0.0, 0.16, 0.32):
         assert rep["certified_accuracy"][str(e)] == pytest.approx(res.certified_accuracy[e])
     rows = np.loadtxt(out / "samples.csv", delimiter=",", skiprows=1, dtype=int)
     np.testing.assert_array_equal(rows[:, 0], idx)
@@ -125,6 +128,6 @@ def test_attack_cli_agrees_with_the_api(fitted, tmp_path):
     rep = _report(out)
     assert rep["attack_kind"] == "sensitivity" and rep["k"] == 6 and rep["samples"] == 80
     model = ImplicitModel.load(fitted / "model.npz")
-    U, y, _ = _api_samples(model, 80)
-    res = sensitivity_attack(model, U, y, fraction=0.1, domain=(0.0, 1.0), rng=np.random.default_rng(0))
+    U, y, _ = _api_samples(80)
+    res = sensitivity_attack(model, U, y, fraction=0.1, domain=(0.0, 16.0), rng=np.random.default_rng(0))
     assert rep["success_rate"] == pytest.approx(res.success_rate)

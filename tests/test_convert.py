@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from implicit_cvx.convert import (
@@ -216,9 +219,60 @@ def test_from_sklearn_refuses():
     with pytest.raises(ValueError, match="not fitted"):
         from_sklearn(MLPClassifier())
     with pytest.raises(
-        ValueError, match="converts MLPClassifier and MLPRegressor, got LogisticRegression"
+        ValueError, match=r"converts MLPClassifier and MLPRegressor \(.*\), got LogisticRegression"
     ):
         from_sklearn(LogisticRegression())
+
+
+# A Pipeline of scalers folds into the model, which then takes the Pipeline's raw inputs.
+PIPELINES = {
+    "standard+multiclass": ([("std", StandardScaler())], MLPClassifier, "y"),
+    "minmax+maxabs+passthrough+binary": (
+        [("mm", MinMaxScaler(feature_range=(-1, 1))), ("ma", MaxAbsScaler()), ("nothing", "passthrough")],
+        MLPClassifier, "binary"),
+    "maxabs+standard+regressor": ([("ma", MaxAbsScaler()), ("std", StandardScaler())],
+                                  MLPRegressor, "targets"),
+}
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_from_sklearn_pipeline_on_raw_inputs(digits, name, tmp_path):
+    scalers, cls, target = PIPELINES[name]
+    X, y = digits[0][:600] * 16.0 + 3.0, digits[1][:600]  # raw pixels, shifted off zero
+    Y = {"y": y, "binary": np.where(y < 5, "low", "high"),
+         "targets": np.column_stack([X[:, 10] - X[:, 20], X[:, 30] * 2.0])}[target]
+    pipe = _fit(Pipeline([*scalers, ("mlp", cls(hidden_layer_sizes=(16, 8), max_iter=30,
+                                                random_state=0))]), X, Y)
+    model = ImplicitModel.load(from_sklearn(pipe).save(tmp_path / "pipe.npz"))
+    out = model.predict(X)
+    assert _max_diff(out, _sklearn_forward(pipe[-1], pipe[:-1].transform(X))) <= TOL
+    if cls is MLPRegressor:
+        assert _max_diff(out, pipe.predict(X)) <= TOL
+    else:
+        classes = np.array(model.metadata["classes"])
+        labels = (out[:, 0] > 0).astype(int) if out.shape[1] == 1 else out.argmax(axis=1)
+        np.testing.assert_array_equal(classes[labels], pipe.predict(X))
+        proba = (SIGMOID(out[:, 0]) if out.shape[1] == 1 else
+                 np.exp(out) / np.exp(out).sum(axis=1, keepdims=True))
+        assert _max_diff(proba, pipe.predict_proba(X)[:, -1] if out.shape[1] == 1
+                         else pipe.predict_proba(X)) <= TOL
+    record = model.metadata["input"]
+    folded = [f"sklearn.preprocessing.{type(s).__name__}" for _, s in scalers if s != "passthrough"]
+    assert record["transform"]["steps"] == folded
+    assert model.metadata["preprocessing"] == {"kind": "none"}
+    if isinstance(scalers[0][1], MinMaxScaler):
+        assert record["train_range"]["low"] == X.min(axis=0).tolist()
+
+
+def test_from_sklearn_pipeline_refuses_other_steps_by_name(digits):
+    X, y = digits[0][:200], digits[1][:200]
+    with pytest.raises(ValueError, match=r"step 'pca' \(PCA\) is not an affine scaler"):
+        from_sklearn(_fit(Pipeline([("pca", PCA(5)), ("mlp", MLPClassifier(max_iter=5))]), X, y))
+    with pytest.raises(ValueError, match=r"final step 'lr' \(LogisticRegression\)"):
+        from_sklearn(_fit(Pipeline([("s", StandardScaler()), ("lr", LogisticRegression())]), X, y))
+    clipped = Pipeline([("mm", MinMaxScaler(clip=True)), ("mlp", MLPClassifier(max_iter=5))])
+    with pytest.raises(ValueError, match="clip=True"):
+        from_sklearn(_fit(clipped, X, y))
 
 
 # ---- convolutions ------------------------------------------------------------------------------

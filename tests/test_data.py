@@ -1,27 +1,40 @@
-"""Built-in data sets: fixed seeded splits, stored preprocessing, user files with clear errors."""
+"""Built-in data sets: fixed seeded splits, the input transform and its fold, user files with clear
+errors."""
 
 import numpy as np
 import pytest
 
-from implicit_cvx.data import load_dataset, preprocess
+from implicit_cvx.data import load_dataset
+from implicit_cvx.train.init import random_model
 
 
 def test_digits_split_is_fixed_and_scaled_to_unit_pixels():
     a, b = load_dataset("digits", seed=3), load_dataset("digits", seed=3)
     np.testing.assert_array_equal(a.test_index, b.test_index)
     U, y = a.split("train")
-    assert U.min() >= 0 and U.max() <= 1 and a.domain == (0.0, 1.0)
+    assert U.min() >= 0 and U.max() <= 1 and a.domain == (0.0, 16.0)  # domain in raw pixels
+    np.testing.assert_array_equal(a.split("train", raw=True)[0], a.X[a.train_index])
+    np.testing.assert_array_equal(U * 16, a.X[a.train_index])
     assert len(np.intersect1d(a.train_index, a.test_index)) == 0
     assert len(a.train_index) + len(a.test_index) == len(a.y)
     assert set(np.unique(y)) == set(range(10))
     assert not np.array_equal(load_dataset("digits", seed=4).test_index, a.test_index)
 
 
-def test_preprocessing_roundtrip_matches_split():
+def test_transform_matches_split_and_folds_into_raw_inputs():
     ds = load_dataset("wine", seed=0)
     U, _ = ds.split("train")
-    np.testing.assert_allclose(preprocess(ds.preprocessing, ds.X[ds.train_index]), U)
+    np.testing.assert_allclose(ds.transform.apply(ds.X[ds.train_index]), U)
     np.testing.assert_allclose(U.mean(axis=0), 0, atol=1e-12)
+    model = random_model(6, U.shape[1], 3, kappa=0.8, seed=1)
+    folded = ds.fold(model)
+    X_test, _ = ds.split("test", raw=True)
+    want = model.predict(ds.split("test")[0], tol=1e-13)
+    assert np.max(np.abs(folded.predict(X_test, tol=1e-13) - want)) <= 1e-12 * np.max(np.abs(want))
+    record = folded.metadata["input"]
+    assert record["domain"] is None  # wine features: no known bounds
+    np.testing.assert_array_equal(record["train_range"]["low"], ds.X[ds.train_index].min(axis=0))
+    assert "standardize" in record["transform"]["steps"][0] and "standardize" in ds.units
 
 
 def test_regression_7_1_has_fixed_test_set_and_noise_floor():

@@ -21,6 +21,8 @@ SCRIPTS = {
     "robust_tradeoff": (["--out", "{tmp}"], ["robust_tradeoff_quick.csv"]),
     "attacks_table1": (["--out", "{tmp}"], ["table1_attacks_quick.csv"]),
     "bench_sim": (["--json", "{tmp}/bs.json"], ["bs.json"]),
+    "regression_defaults": (["--out", "{tmp}"], ["regression_defaults_quick.md",
+                                                  "regression_defaults_quick.json"]),
 }
 
 

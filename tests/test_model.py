@@ -9,12 +9,17 @@ import scipy.sparse as sp
 
 from implicit_cvx.activations import ActivationMap
 from implicit_cvx.files import package_versions
-from implicit_cvx.model import FORMAT_NAME, ImplicitModel
+from implicit_cvx.model import FORMAT_NAME, FORMAT_VERSION, ImplicitModel
 
 N, P, Q = 5, 3, 2
 METADATA = {
     "kappa": 0.95,
-    "preprocessing": {"kind": "scale", "offset": [0.5, 0.0, -1.0], "scale": [2.0, 1.0, 0.25]},
+    "preprocessing": {"kind": "none"},
+    "input": {
+        "transform": {"offset": [0.5, 0.0, -1.0], "scale": [2.0, 1.0, 0.25], "steps": ["scale"]},
+        "domain": {"low": [0.0, None, -2.0], "high": [1.0, None, 3.0]},
+        "train_range": None,
+    },
     "classes": ["cat", "dog"],
     "method": "sim",
     "provenance": {"config": {"lambda": 0.01}, "seed": 7},
@@ -25,6 +30,7 @@ PER_BLOCK = [("relu", 2), ({"name": "leaky_relu", "alpha": 0.1}, 2), ("tanh", 1)
 def _model(sparse=False, activation="relu", metadata=METADATA, seed=0):
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(N, N)) * (rng.random((N, N)) < 0.5)
+    A *= 0.9 / np.abs(A).sum(axis=1).max()  # inside the κ = 0.95 ball the metadata claims
     B, C, D = rng.normal(size=(N, P)), rng.normal(size=(Q, N)), rng.normal(size=(Q, P))
     if sparse:
         A, B = sp.csr_matrix(A), sp.random(N, P, density=0.4, random_state=seed, format="csr")
@@ -109,7 +115,7 @@ def test_header_is_uint8_json_not_pickle(tmp_path):
         assert all(npz[k].dtype != object for k in npz.files)
     assert raw.dtype == np.uint8
     header = json.loads(raw.tobytes())
-    assert header["format"] == FORMAT_NAME and header["format_version"] == 1
+    assert header["format"] == FORMAT_NAME and header["format_version"] == FORMAT_VERSION == 2
     assert header["activation"] == [
         [{"name": "relu"}, 2],
         [{"name": "leaky_relu", "alpha": 0.1}, 2],
@@ -167,7 +173,7 @@ def test_foreign_npz_and_npy(tmp_path):
 def test_object_arrays_are_never_unpickled(tmp_path):
     path = _model().save(tmp_path / "m.npz")
     _rewrite(path, extra=np.array([_Bomb()], dtype=object))
-    with pytest.raises(ValueError, match=r"m\.npz.*Object arrays cannot be loaded"):
+    with pytest.raises(ValueError, match=r"m\.npz.*extra\.npy holds an object array"):
         ImplicitModel.load(path)
     np.savez(tmp_path / "o.npz", __header__=np.array([_Bomb()], dtype=object))
     with pytest.raises(ValueError, match=r"o\.npz.*corrupt"):
@@ -178,7 +184,7 @@ def test_object_arrays_are_never_unpickled(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"header": {"format_version": 2}}, r"version 2.*upgrade implicit_cvx"),
+        ({"header": {"format_version": 3}}, r"version 3.*upgrade implicit_cvx"),
         ({"header": {"format_version": "1"}}, "invalid format version"),
         ({"header": {"format": "other.thing"}}, r"'other\.thing' is not 'implicit_cvx\.model'"),
         ({"header": {"storage": {"A": "coo"}}}, "unknown storage 'coo' for matrix A"),

@@ -19,9 +19,9 @@ from implicit_cvx.robust.training import (
     s_norm_bound,
 )
 from implicit_cvx.train.adjoint import fit_adjoint
-from implicit_cvx.train.steps import features, output_step, relative_anchor
 from implicit_cvx.train.init import random_model
 from implicit_cvx.train.sim import fit_sim
+from implicit_cvx.train.steps import features, output_step, relative_anchor
 
 CLARABEL = dict(solver="CLARABEL", tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
 

@@ -16,6 +16,7 @@ from ..config import ConfigError, Field, load_yaml, option_specs, validate
 from ..data import load_dataset
 from ..numerics import predicted_labels
 from ..report import base_report, model_fields, write_report
+from .init import unfold_saved_init
 from .registry import METHODS, get_method
 from .runlog import RunLog
 
@@ -96,7 +97,8 @@ def method_options(cfg: dict) -> dict:
 
 
 def _split(cfg: dict):
-    """(dataset, train (U, y), validation (U, y) or None, test (U, y)) of a config."""
+    """(dataset, train (U, y), validation (U, y) or None, test (U, y)) of a config: train and
+    validation inputs in the units models are fitted in, test inputs raw (a saved model's)."""
     ds = load_dataset(cfg["dataset"]["name"], seed=cfg["seed"], test_size=cfg["dataset"]["test_size"],
                       label=cfg["dataset"]["label"])
     U, y = ds.split("train")
@@ -112,7 +114,7 @@ def _split(cfg: dict):
         nv = max(1, int(round(frac * len(U))))
         val = (U[perm[:nv]], y[perm[:nv]])
         U, y = U[perm[nv:]], y[perm[nv:]]
-    return ds, (U, y), val, ds.split("test")
+    return ds, (U, y), val, ds.split("test", raw=True)
 
 
 def test_metrics(model, U, y, task: str) -> dict:
@@ -136,17 +138,18 @@ def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True
     phases = {"data": time.perf_counter() - t0}
     options = method_options(cfg)
     if method == "sim":
-        options.update(U_test=U_test, Y_test=y_test)
+        options.update(U_test=ds.transform.apply(U_test), Y_test=y_test)
+    elif "init" in options:
+        options["init"] = unfold_saved_init(options["init"], ds.transform)
     run = None if method == "sim" else RunLog(out, checkpoint_every=cfg["run"]["checkpoint_every"],
                                               resume=resume)
     U_val, y_val = val if val is not None else (None, None)
     result = get_method(method).fit(U, y, task=ds.task, seed=cfg["seed"], U_val=U_val, Y_val=y_val,
                                     run=run, progress=progress, **options)
     phases["fit"] = time.perf_counter() - t0 - phases["data"]
-    model = result.model
+    model = ds.fold(result.model)  # fitted on transformed inputs; saved to take raw inputs
     model.metadata.update(
-        method=method, kappa=options["kappa"], preprocessing=ds.preprocessing,
-        classes=ds.classes, task=ds.task, dataset=ds.name,
+        method=method, kappa=options["kappa"], classes=ds.classes, task=ds.task, dataset=ds.name,
         provenance={"config": cfg, "config_path": str(config_path) if config_path else None,
                     "seed": cfg["seed"]},
     )

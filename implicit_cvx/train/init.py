@@ -77,6 +77,17 @@ def _dense(M) -> np.ndarray:
     return M.toarray() if sp.issparse(M) else np.array(M, dtype=float)
 
 
+def unfold_saved_init(init, transform):
+    """`init` for a fit on transformed inputs u = (x − μ) ⊙ s: a saved model file takes raw inputs
+    x, so it is loaded and unfolded into u's units (exactly: B' = B diag(1/s), b_x' = b_x + Bμ,
+    likewise D, b_y); "random", "data", None and in-memory models are returned as given."""
+    if not isinstance(init, (str, os.PathLike)) or init in ("random", "data"):
+        return init
+    if not os.path.isfile(init):
+        raise ValueError(f"init={str(init)!r} is neither 'random', 'data' nor an existing model file")
+    return transform.unfold(ImplicitModel.load(init))
+
+
 def init_model(
     init,
     *,

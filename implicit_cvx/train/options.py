@@ -89,7 +89,7 @@ class CertifiedStepOptions:
 class LoopOptions:
     """Early stopping of an iterative method on validation data (owned by the driver)."""
 
-    early_stopping: bool = option(False, section="run",
+    early_stopping: bool = option(False, section="run", estimator="early_stopping",
                                   help="stop when the validation loss has not improved for "
                                        "`patience` iterations and return the best model")
     patience: int = option(10, low=1, section="run", help="iterations without improvement")
