@@ -62,6 +62,10 @@ class Activation:
             hi += 4 * np.spacing(np.abs(hi))
         return lo, hi
 
+    def rounding(self, x: np.ndarray) -> np.ndarray:
+        """A bound on the evaluation error |fl(φ(z)) − φ(z)| given the computed value x."""
+        return 4 * np.spacing(np.abs(x))
+
     @property
     def lipschitz(self) -> float:
         """The largest slope of φ (its Lipschitz constant): 1/4 for sigmoid, 1 otherwise."""
@@ -336,6 +340,14 @@ class ActivationMap:
         for act, a, b in self.blocks:
             lo[..., a:b], hi[..., a:b] = act.interval(zl[..., a:b], zu[..., a:b])
         return lo, hi
+
+    def rounding(self, x) -> np.ndarray:
+        """Per-state bounds of the evaluation error of `value`, given the computed values x."""
+        x = np.asarray(x, dtype=float)
+        out = np.empty_like(x)
+        for act, a, b in self.blocks:
+            out[..., a:b] = act.rounding(x[..., a:b])
+        return out
 
     def majorant(self, M):
         """J M for a nonnegative M (dense or sparse, n rows), where J ≥ 0 is a componentwise

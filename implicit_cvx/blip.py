@@ -166,6 +166,10 @@ class MaxPoolBlock(_Block):
     def lipschitz(self) -> float:
         return self.inner.lipschitz
 
+    def rounding(self, x: np.ndarray) -> np.ndarray:
+        """The max is exact; only ψ rounds (padding states are exactly 0)."""
+        return self.inner.rounding(x)
+
     def majorant(self, k: int | None = None) -> sp.csr_matrix:
         """|ψ(max z_W) − ψ(max z'_W)| ≤ Lip(ψ)·Σ_{j∈W} |z_j − z'_j|: the window's indicator row."""
         rows = np.repeat(np.arange(self.live()), self.windows.shape[1])
@@ -223,6 +227,11 @@ class SoftmaxBlock(_Block):
         return lo, hi
 
     lipschitz: ClassVar[float] = 0.5
+
+    def rounding(self, x: np.ndarray) -> np.ndarray:
+        """exp, a k-term sum and a division: relative error ≤ (k + 4)u, doubled, plus underflow."""
+        k = x.shape[-1]
+        return 2 * (k + 4) * _EPS * np.abs(x) + 4 * np.finfo(float).tiny
 
     def majorant(self, k: int) -> np.ndarray:
         """sup |∂p_i/∂z_j| = 1/4 (p_i(1 − p_i) and p_i p_j are at most 1/4): the tightest
@@ -299,6 +308,10 @@ class GateBlock(_Block):
         lo = np.nextafter(corners.min(axis=0), -np.inf)
         hi = np.nextafter(corners.max(axis=0), np.inf)
         return np.concatenate([lo, zeros], axis=-1), np.concatenate([hi, zeros], axis=-1)
+
+    def rounding(self, x: np.ndarray) -> np.ndarray:
+        """Two factors within 4 ulps each and one product: ≤ 20 ulps, plus underflow."""
+        return 20 * np.spacing(np.abs(x)) + 4 * np.finfo(float).tiny
 
     @property
     def lipschitz(self) -> float:

@@ -516,8 +516,10 @@ def wellposedness_report(A, kappa=None, activation=None) -> dict:
     cyclic = np.array(structure.cyclic, dtype=bool)
     loops = _self_loops(A, amap, structure)
     bad = cyclic & ~loops & ~(blip_lam < 1.0)
+    finite = amap is None or np.isfinite(amap.lipschitz)  # Thm 2.7 needs Lipschitz blocks
     stats = {"norm": inf_norm(A), "lam": float(block_lam.max(initial=0.0)),
-             "blip": float(blip_lam.max(initial=0.0)), "loops": int((loops & ~(blip_lam < 1)).sum())}
+             "blip": float(blip_lam.max(initial=0.0)) if finite else np.inf,
+             "loops": int((loops & ~(blip_lam < 1)).sum())}
     cone = amap is None or amap.componentwise
     holds = {
         "triangular": structure.is_triangular,
