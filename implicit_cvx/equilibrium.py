@@ -66,7 +66,7 @@ class EquilibriumError(RuntimeError):
 
 
 class IllPosedError(ValueError):
-    """No sufficient well-posedness condition holds for A (DESIGN §3)."""
+    """No sufficient well-posedness condition holds for A (with its activation)."""
 
 
 # ---- small numerical helpers ----------------------------------------------------------------

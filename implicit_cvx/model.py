@@ -360,7 +360,7 @@ class ImplicitModel:
         """Sizes, sparsity, ‖A‖_∞, λ_pf(|A|), well-posedness and activation: `implicit-cvx info`."""
         from .wellposed import wellposedness_report
 
-        report = wellposedness_report(self.A)
+        report = wellposedness_report(self.A, activation=self.activation)
         return {
             "n_states": self.n_states,
             "n_inputs": self.n_inputs,

@@ -284,7 +284,7 @@ def project_inf_ball(A, kappa):
     """Euclidean (Frobenius) projection of A onto {‖A‖_∞ ≤ κ}: one ℓ1-ball projection per row.
 
     Sparse input keeps its sparsity pattern (the projection never creates nonzeros) and returns
-    CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection (DESIGN §3).
+    CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection.
     """
     kappa = check_kappa(kappa)
     A = as_matrix(A)
@@ -325,7 +325,7 @@ def _scaled_model(model: ImplicitModel, w: np.ndarray, note: dict) -> ImplicitMo
 
 
 def rescale(model: ImplicitModel, kappa, method: str = "resolvent") -> ImplicitModel:
-    """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (DESIGN §3, paper §2.5).
+    """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (paper §2.5).
 
     method="resolvent": w = (κI − |A|)⁻¹𝟙, any A with λ_pf(|A|) < κ. method="pf": w = Perron
     vector of |A|, reaching ‖A‖_∞ = λ_pf(|A|); needs |A| irreducible. φ must be positively
@@ -334,6 +334,13 @@ def rescale(model: ImplicitModel, kappa, method: str = "resolvent") -> ImplicitM
     kappa = check_kappa(kappa)
     if method not in ("resolvent", "pf"):
         raise ValueError(f"rescale method must be 'resolvent' or 'pf', got {method!r}")
+    if not model.activation.componentwise:
+        names = sorted({act.name for act, _, _ in model.activation.blocks if not act.componentwise})
+        raise ValueError(
+            f"cannot rescale: block activation {names} couples the states of its block, and a "
+            "diagonal scaling of those states does not commute with it; only componentwise "
+            "(relu, leaky_relu, identity) models can be rescaled"
+        )
     if not model.activation.positively_homogeneous:
         names = sorted({act.name for act, _, _ in model.activation.blocks})
         raise ValueError(
