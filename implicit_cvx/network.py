@@ -27,12 +27,21 @@ from .convert import Conv2d
 from .model import ImplicitModel, _as_vector
 from .wellposed import as_matrix
 
+_SPARSE_MIN_SIZE = 4096  # matrices with fewer entries are always dense
+_SPARSE_DENSITY = 0.15  # larger ones with fewer nonzeros than this share stay sparse
+
 
 def _pad(M: sp.csr_matrix, cols: int) -> sp.csr_matrix:
     """M with zero columns appended up to `cols` (a state added after M was written)."""
     if M.shape[1] == cols:
         return M
     return sp.csr_matrix((M.data, M.indices, M.indptr), shape=(M.shape[0], cols))
+
+
+def _keep_sparse(M: sp.csr_matrix) -> bool:
+    """Large matrices that are mostly zeros (e.g. an unrolled RNN's A and B) stay sparse."""
+    size = M.shape[0] * M.shape[1]
+    return size >= _SPARSE_MIN_SIZE and M.nnz < _SPARSE_DENSITY * size
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,7 +144,7 @@ class Builder:
         b_x = np.concatenate([pre.c for _, pre in self.blocks]) if n else np.zeros(0)
         mats = [A, B, _pad(out.Mx, n), out.Mu]
         if not self.sparse:
-            mats = [M.toarray() for M in mats]
+            mats = [M if _keep_sparse(M) else M.toarray() for M in mats]
         return ImplicitModel(*mats, b_x=b_x, b_y=out.c,
                              activation=ActivationMap.concat([a for a, _ in self.blocks]),
                              metadata=metadata)
@@ -263,6 +272,11 @@ def _residual(builder, sig, layer: Residual) -> _Signal:
 
 def _activation(builder, sig, layer) -> _Signal:
     act = get_activation(layer)
+    if act.name == "softmax" and sig.shape is not None:
+        raise ValueError(
+            "softmax over a (C, H, W) feature map would normalise all its values together "
+            "(torch's Softmax(dim=1) normalises each position over channels); Flatten first"
+        )
     start, stop = builder.activate(sig.expr, act)
     return _Signal(builder.states(start, stop), sig.shape, len(builder.blocks) - 1)
 
@@ -281,9 +295,9 @@ def _input_shape(input_shape) -> tuple[int, tuple | None]:
     if np.isscalar(input_shape):
         return int(input_shape), None
     shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be a size p or (C, H, W), got {input_shape!r}")
-    return int(np.prod(shape)), shape
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ValueError(f"input_shape must be a size p, (p,) or (C, H, W), got {input_shape!r}")
+    return int(np.prod(shape)), (shape if len(shape) == 3 else None)
 
 
 def from_sequential(layers, input_shape) -> ImplicitModel:

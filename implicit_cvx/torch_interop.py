@@ -1,7 +1,8 @@
 """PyTorch in and out (optional extra: pip install 'implicit_cvx[torch]').
 
 - `from_torch(module, input_shape=None)`: an `nn.Sequential` of Linear, Conv2d, ReLU, Tanh,
-  Sigmoid, LeakyReLU, MaxPool2d, Flatten, BatchNorm1d/2d (eval mode: folded into the weights),
+  Sigmoid, LeakyReLU, Softmax (flat signals), MaxPool2d, Flatten, BatchNorm1d/2d (eval mode:
+  folded into the weights),
   Identity, nested Sequential and `Residual` (below) → an ImplicitModel (via
   network.from_sequential); an `ImplicitModule` → its model.
 - `to_torch(model)` → an `ImplicitModule`: forward solves the equilibrium with this package's
@@ -96,10 +97,17 @@ def _flatten(m: nn.Flatten) -> Flatten:
     return Flatten()
 
 
+def _softmax(m: nn.Softmax) -> str:
+    if m.dim not in (1, -1):
+        raise ValueError(f"{m}: only softmax over the features of a flat signal (dim=1 or -1)")
+    return "softmax"
+
+
 _SIMPLE = {
     nn.ReLU: lambda m: "relu",
     nn.Tanh: lambda m: "tanh",
     nn.Sigmoid: lambda m: "sigmoid",
+    nn.Softmax: _softmax,
     nn.LeakyReLU: lambda m: {"name": "leaky_relu", "alpha": float(m.negative_slope)},
     nn.Linear: lambda m: Linear(_np(m.weight), _np(m.bias)),
     nn.Conv2d: _conv,

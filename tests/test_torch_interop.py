@@ -148,3 +148,14 @@ def test_import_implicit_cvx_does_not_import_torch():
     code = "import sys, implicit_cvx; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_softmax_head_is_a_block_state():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Softmax(dim=1)).to(DT)
+    U = torch.randn(5, 4, dtype=DT)
+    model = from_torch(net)
+    assert model.activation.blocks[-1][0].name == "softmax"
+    assert np.abs(model.predict(U.numpy()) - net(U).detach().numpy()).max() <= 1e-15
+    with pytest.raises(ValueError, match="Flatten first"):
+        from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softmax(dim=1)), (1, 4, 4))
