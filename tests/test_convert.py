@@ -1,4 +1,4 @@
-"""Converters (DESIGN §4) against direct forward passes of the original networks."""
+"""Converters (paper §3) against direct forward passes of the original networks."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""Implicit differentiation (DESIGN §5): gradients against central finite differences and the
+"""Implicit differentiation (App. G): gradients against central finite differences and the
 adjoint against a direct per-sample linear solve, on cyclic, feed-forward, block-triangular and
 sparse models."""
 

@@ -1,4 +1,4 @@
-"""Block structure of A: components, topological order, levels (DESIGN §3, Thm 2.8/2.9)."""
+"""Block structure of A: components, topological order, levels (Thm 2.8/2.9)."""
 
 import numpy as np
 import pytest
