@@ -1,4 +1,4 @@
-"""Standard networks as implicit models, and composition of implicit models (DESIGN §4).
+"""Standard networks as implicit models, and composition of implicit models (paper §3).
 
 Conventions everyone relies on:
 - Weights follow PyTorch: a dense layer W_l has shape (out, in) and maps x ↦ W_l x + b_l.
@@ -6,7 +6,7 @@ Conventions everyone relies on:
   first, so A is strictly block upper triangular with W_{L−1}, …, W_1 on the superdiagonal,
   B = (0; …; 0; W_0), C = (W_L, 0, …, 0), D = 0, b_x = (b_{L−1}; …; b_0), b_y = b_L.
 - Convolutions act on inputs flattened channel-major (C, H, W), as `torch.flatten` does.
-- `cascade(m1, m2)` orders states (x_2, x_1); `parallel(m1, m2)` orders them (x_1, x_2).
+- `cascade(m1, m2)` orders states (x_2, x_1); `stack_parallel(m1, m2)` orders them (x_1, x_2).
 - Outputs are linear (logits for a classifier); matrices stay sparse when any input is sparse.
 """
 
@@ -60,21 +60,6 @@ def _assemble(grid, row_sizes, col_sizes, sparse: bool):
 
 def _matvec(M, v) -> np.ndarray:
     return np.asarray(M @ v, dtype=float).ravel()
-
-
-def _concat_activations(maps) -> ActivationMap:
-    """The per-block activation of stacked states, merging equal neighbouring blocks."""
-    pairs: list[list] = []
-    for amap in maps:
-        for act, a, b in amap.blocks:
-            if b == a:
-                continue
-            if pairs and pairs[-1][0] == act:
-                pairs[-1][1] += b - a
-            else:
-                pairs.append([act, b - a])
-    n = sum(size for _, size in pairs)
-    return ActivationMap.build([tuple(p) for p in pairs] if pairs else "relu", n)
 
 
 def _compose_metadata(input_model: ImplicitModel, output_model: ImplicitModel | None) -> dict:
@@ -196,7 +181,7 @@ def _linear_map(index: int, layer, bias, prev_shape):
 
 # ---- feed-forward networks ----------------------------------------------------------------------
 def from_layers(weights, biases=None, activation="relu", output_activation=None) -> ImplicitModel:
-    """The implicit form of a feed-forward network (DESIGN §4, state x = (x_L, …, x_1)).
+    """The implicit form of a feed-forward network (paper §3, state x = (x_L, …, x_1)).
 
     weights: W_0, …, W_L as (out, in) matrices (PyTorch convention), scipy.sparse matrices, or
     `Conv2d` layers / {"kind": "conv2d", ...} dicts. biases: None or one entry per layer (None =
@@ -255,7 +240,7 @@ def from_layers(weights, biases=None, activation="relu", output_activation=None)
         D=_assemble([[None]], [q], [p], sparse),
         b_x=np.concatenate([b for _, b in state_maps][::-1]),
         b_y=b_y,
-        activation=_concat_activations(
+        activation=ActivationMap.concat(
             [ActivationMap.build(spec, size) for spec, size in zip(specs[::-1], sizes, strict=True)]
         ),
     )
@@ -329,7 +314,7 @@ def _from_mlp(estimator, what: str) -> ImplicitModel:
 
 
 def residual_block(W1, W2, b1=None, b2=None, activation="relu") -> ImplicitModel:
-    """y = φ(u + W2 φ(W1 u + b1) + b2) with state x = (x_out, x_in) (DESIGN §4):
+    """y = φ(u + W2 φ(W1 u + b1) + b2) with state x = (x_out, x_in):
     A = [[0, W2], [0, 0]], B = [I; W1], C = [I, 0], D = 0, b_x = (b2; b1)."""
     W1, W2 = check_matrix("W1", W1), check_matrix("W2", W2)
     h, p = W1.shape
@@ -357,7 +342,8 @@ def _weights(m: ImplicitModel):
 
 def cascade(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
     """m2 after m1 (u → m1 → m2), state (x_2, x_1): A = [[A2, B2 C1], [0, A1]], B = [B2 D1; B1],
-    C = [C2, D2 C1], D = D2 D1, b_x = (b_x2 + B2 b_y1; b_x1), b_y = D2 b_y1 + b_y2 (DESIGN §4)."""
+    C = [C2, D2 C1], D = D2 D1, b_x = (b_x2 + B2 b_y1; b_x1), b_y = D2 b_y1 + b_y2 (paper §3).
+    Block triangular: well-posed iff both parts are (Thm 2.8/2.9)."""
     if m2.n_inputs != m1.n_outputs:
         raise ValueError(
             f"cascade: the second model takes {m2.n_inputs} inputs but the first gives "
@@ -374,23 +360,23 @@ def cascade(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
         D=_assemble([[D2 @ D1]], [q], [p], sparse),
         b_x=np.concatenate([m2.b_x + _matvec(B2, m1.b_y), m1.b_x]),
         b_y=_matvec(D2, m1.b_y) + m2.b_y,
-        activation=_concat_activations([m2.activation, m1.activation]),
+        activation=ActivationMap.concat([m2.activation, m1.activation]),
         metadata=_compose_metadata(m1, m2),
     )
 
 
-def parallel(m1: ImplicitModel, m2: ImplicitModel, combine: str = "concat") -> ImplicitModel:
+def stack_parallel(m1: ImplicitModel, m2: ImplicitModel, combine: str = "concat") -> ImplicitModel:
     """Both models on the same input, state (x_1, x_2); outputs concatenated (ŷ_1; ŷ_2) or
-    summed ŷ_1 + ŷ_2."""
+    summed ŷ_1 + ŷ_2. Block diagonal: well-posed iff both parts are."""
     if m1.n_inputs != m2.n_inputs:
         raise ValueError(
-            f"parallel: models take {m1.n_inputs} and {m2.n_inputs} inputs; they must match"
+            f"stack_parallel: models take {m1.n_inputs} and {m2.n_inputs} inputs; they must match"
         )
     if combine not in ("concat", "sum"):
-        raise ValueError(f"parallel: combine must be 'concat' or 'sum', got {combine!r}")
+        raise ValueError(f"stack_parallel: combine must be 'concat' or 'sum', got {combine!r}")
     if combine == "sum" and m1.n_outputs != m2.n_outputs:
         raise ValueError(
-            f"parallel(combine='sum'): outputs of sizes {m1.n_outputs} and {m2.n_outputs} differ"
+            f"stack_parallel(combine='sum'): outputs of sizes {m1.n_outputs} and {m2.n_outputs} differ"
         )
     A1, B1, C1, D1 = _weights(m1)
     A2, B2, C2, D2 = _weights(m2)
@@ -411,6 +397,6 @@ def parallel(m1: ImplicitModel, m2: ImplicitModel, combine: str = "concat") -> I
         D=D,
         b_x=np.concatenate([m1.b_x, m2.b_x]),
         b_y=b_y,
-        activation=_concat_activations([m1.activation, m2.activation]),
+        activation=ActivationMap.concat([m1.activation, m2.activation]),
         metadata=_compose_metadata(m1, None),
     )

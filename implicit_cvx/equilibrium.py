@@ -67,7 +67,7 @@ class EquilibriumError(RuntimeError):
 
 
 class IllPosedError(ValueError):
-    """No sufficient well-posedness condition holds for A (DESIGN §3)."""
+    """No sufficient well-posedness condition holds for A (with its activation)."""
 
 
 # ---- small numerical helpers ----------------------------------------------------------------
@@ -308,13 +308,19 @@ anderson = _kernel_solver("anderson")
 @dataclass(frozen=True)
 class _Step:
     """States solved together in the structured sweep, with the earlier states they read
-    (`deps`) and the later states that read them (`users`, for the adjoint sweep)."""
+    (`deps`) and the later states that read them (`users`, for the adjoint sweep). `kind`:
+    "explicit" (acyclic: one evaluation), "selfloop" (independent scalar states each reading
+    only itself: closed form, Remark 2.5) or "cyclic" (a component iterated to a fixed point)."""
 
     states: object  # slice or index array
     deps: object | None
     users: object | None
     phi: object
-    cyclic: bool
+    kind: str
+
+    @property
+    def cyclic(self) -> bool:
+        return self.kind != "explicit"
 
 
 def _pattern_digest(A) -> bytes:
@@ -334,22 +340,35 @@ _PLANS: OrderedDict = OrderedDict()
 _PLANS_MAX = 32
 
 
+def _level_groups(structure: BlockStructure, level, activation) -> list:
+    """(states, kind) of one level: its acyclic components together, its scalar self-loops
+    together, and each other cyclic component alone (components of a level are independent)."""
+    comps, cyc = structure.components, structure.cyclic
+    acyclic = [comps[k] for k in level if not cyc[k]]
+    loops = [comps[k] for k in level if cyc[k] and comps[k].size == 1
+             and activation.activation_of(int(comps[k][0])).componentwise]
+    groups = [(np.sort(np.concatenate(acyclic)), "explicit")] if acyclic else []
+    groups += [(np.sort(np.concatenate(loops)), "selfloop")] if loops else []
+    single = {int(c[0]) for c in loops}
+    groups += [(comps[k], "cyclic") for k in level
+               if cyc[k] and not (comps[k].size == 1 and int(comps[k][0]) in single)]
+    return groups
+
+
 def sweep_plan(A, activation) -> tuple[BlockStructure, tuple[_Step, ...]]:
-    """The block structure of A and its sweep steps in topological order, cached by A's
-    sparsity pattern and the activation map (weights may change; the pattern rarely does)."""
+    """The block structure of A (block activations kept whole) and its sweep steps in
+    topological order, cached by A's sparsity pattern and the activation map (weights may
+    change; the pattern rarely does)."""
     key = (_pattern_digest(A), activation)
     if key in _PLANS:
         _PLANS.move_to_end(key)
         return _PLANS[key]
-    structure = block_structure(A)
+    structure = block_structure(A, activation.groups)
     P = sp.csr_matrix(A != 0) if not sp.issparse(A) else (A != 0).tocsr()
     PT = P.T.tocsr()
     steps = []
     for level in structure.levels:
-        acyclic = [structure.components[k] for k in level if not structure.cyclic[k]]
-        groups = [(np.sort(np.concatenate(acyclic)), False)] if acyclic else []
-        groups += [(structure.components[k], True) for k in level if structure.cyclic[k]]
-        for idx, cyclic in groups:
+        for idx, kind in _level_groups(structure, level, activation):
             deps = np.setdiff1d(P[idx].indices, idx)
             users = np.setdiff1d(PT[idx].indices, idx)
             steps.append(_Step(
@@ -357,7 +376,7 @@ def sweep_plan(A, activation) -> tuple[BlockStructure, tuple[_Step, ...]]:
                 _index(deps) if deps.size else None,
                 _index(users) if users.size else None,
                 activation.subset(idx),
-                cyclic,
+                kind,
             ))
     plan = (structure, tuple(steps))
     _PLANS[key] = plan
@@ -366,10 +385,30 @@ def sweep_plan(A, activation) -> tuple[BlockStructure, tuple[_Step, ...]]:
     return plan
 
 
+def diagonal_of(A, states) -> np.ndarray:
+    """A[i, i] for the given states (slice or index array) of a dense or sparse A."""
+    return np.asarray(A.diagonal() if sp.issparse(A) else np.diagonal(A))[states]
+
+
+def _solve_selfloops(A, st: _Step, Ks: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """x_i = φ_i(a_i x_i + c_i) in closed form (Remark 2.5) for states reading only themselves;
+    returns the states, their residual, and whether it is at rounding level (it is not when
+    a forced, ill-posed self-loop has no solution)."""
+    a = diagonal_of(A, st.states)
+    X = st.phi.solve_selfloop(a, Ks)
+    with np.errstate(invalid="ignore", over="ignore"):
+        Z = a * X + Ks
+        R = np.abs(X - st.phi.value(Z))
+        slack = 16 * np.finfo(float).eps * (np.abs(X) + np.abs(Z) + np.abs(Ks))
+    ok = bool(np.all(R <= slack))
+    return X, float(np.max(np.where(np.isnan(R), np.inf, R), initial=0.0)), ok
+
+
 def structured(A, K, phi, X0, tol, max_iter):
     """One sweep over A's components in topological order (Thm 2.8/2.9): each acyclic level is
-    one matrix product on the states it reads; each cyclic component is iterated alone
-    (Picard or Anderson by `choose_kernel` on its diagonal block) with earlier states fixed.
+    one matrix product on the states it reads; scalar self-loops x_i = φ(a_i x_i + c_i) are
+    solved in closed form (Remark 2.5); each other cyclic component is iterated alone (Picard
+    or Anderson by `choose_kernel` on its diagonal block) with earlier states fixed.
 
     Exact in one pass for feed-forward A. `iterations` counts the sweep plus the inner
     iterations; the trace concatenates the inner traces; the residual is the largest final
@@ -382,8 +421,12 @@ def structured(A, K, phi, X0, tol, max_iter):
         Ks = K[:, st.states]
         if st.deps is not None:
             Ks = Ks + times_transpose(X[:, st.deps], sub_block(A, st.states, st.deps))
-        if not st.cyclic:
+        if st.kind == "explicit":
             X[:, st.states] = st.phi(Ks)
+            continue
+        if st.kind == "selfloop":
+            X[:, st.states], r, ok = _solve_selfloops(A, st, Ks)
+            residual, converged = max(residual, r), converged and ok
             continue
         block = sub_block(A, st.states, st.states)
         run = run_kernel(
@@ -425,14 +468,17 @@ def _value_digest(A) -> bytes:
     return h.digest()
 
 
-def require_well_posed(A, structure: BlockStructure) -> None:
-    """Raise IllPosedError unless a sufficient condition of DESIGN §3 holds: A triangular after
-    a permutation, ‖A‖_∞ < 1, or what `wellposedness_report` certifies (cached per A)."""
-    if structure.is_triangular or inf_norm(A) < 1.0:
+def require_well_posed(A, structure: BlockStructure, activation=None) -> None:
+    """Raise IllPosedError unless a sufficient condition for well-posedness holds: A triangular
+    after a permutation (`structure` keeps block activations whole), ‖A‖_∞ < 1 with every
+    Lipschitz constant ≤ 1, or what `wellposedness_report(A, activation=...)` certifies
+    (cached per A and activation)."""
+    lipschitz = 1.0 if activation is None else activation.lipschitz
+    if structure.is_triangular or (inf_norm(A) < 1.0 and lipschitz <= 1.0):
         return
-    key = _value_digest(A)
+    key = (_value_digest(A), activation)
     if key not in _VERDICTS:
-        report = wellposedness_report(A)
+        report = wellposedness_report(A, activation=activation)
         _VERDICTS[key] = (bool(report["well_posed"]), str(report.get("reason", "")))
         if len(_VERDICTS) > _PLANS_MAX:
             _VERDICTS.popitem(last=False)
@@ -488,7 +534,7 @@ def solve_equilibrium(
     X0 = _check_options(method, tol, max_iter, X0, U.shape[0], model.n_states)
     structure, _ = sweep_plan(model.A, model.activation)
     if not force:
-        require_well_posed(model.A, structure)
+        require_well_posed(model.A, structure, model.activation)
     name = choose_method(model.A, structure) if method == "auto" else method
     K = input_term(model, U)
     X, info = SOLVERS[name](model.A, K, model.activation, X0, tol, int(max_iter))

@@ -1,8 +1,10 @@
-"""Gradients of a loss through the equilibrium by implicit differentiation (DESIGN §5, App. G).
+"""Gradients of a loss through the equilibrium by implicit differentiation (App. G).
 
 With Z = XAᵀ + UBᵀ + b_x and Φ = φ'(Z), the adjoint V = ∂L/∂Z solves V = Φ ∘ (VA + G_X), where
 G_X = ∂L/∂X (= G_out C for a loss on the outputs Ŷ). Samples are rows; in the paper's columns
-this is v = Φ(Aᵀv + Cᵀ∇_ŷL). The map contracts in ℓ1 when ‖A‖_∞ < 1 (‖Aᵀ‖_1 = ‖A‖_∞).
+this is v = Φ(Aᵀv + Cᵀ∇_ŷL). The map contracts in ℓ1 when ‖A‖_∞ < 1 (‖Aᵀ‖_1 = ‖A‖_∞). A block
+activation has a block Jacobian J instead of Φ: each row becomes v = (vA + g) J, applied by
+`ActivationMap.vjp`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .equilibrium import (
     EquilibriumInfo,
     IllPosedError,
     choose_kernel,
+    diagonal_of,
     input_term,
     run_kernel,
     sub_block,
@@ -41,17 +44,22 @@ def _check_rows(name: str, G, m: int, width: int) -> np.ndarray:
     return G
 
 
-def _direct_adjoint(block, P: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """Solve v = P_s ∘ (blockᵀ v + r_s) exactly, one small linear system per sample."""
+def _direct_adjoint(block, phi, Z: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Solve v = (v block + r) J(z) exactly, one small linear system per sample: in columns,
+    (I − Jᵀ blockᵀ) v = Jᵀ r (Jᵀ = diag(φ'(z)) for CONE states)."""
     At = (block.toarray() if sp.issparse(block) else np.asarray(block)).T
-    m, k = P.shape
+    m, k = Z.shape
     V = np.empty((m, k))
     chunk = max(1, _DIRECT_ENTRIES // max(k * k, 1))
     for a in range(0, m, chunk):
-        p = P[a : a + chunk]
-        systems = np.eye(k) - p[:, :, None] * At[None]
+        z, r = Z[a : a + chunk], R[a : a + chunk]
+        if phi.componentwise:
+            p = phi.derivative(z)
+            systems = np.eye(k) - p[:, :, None] * At[None]
+        else:
+            systems = np.eye(k) - np.swapaxes(phi.jacobian(z), 1, 2) @ At
         try:
-            V[a : a + chunk] = np.linalg.solve(systems, (p * R[a : a + chunk])[..., None])[..., 0]
+            V[a : a + chunk] = np.linalg.solve(systems, phi.vjp(z, r)[..., None])[..., 0]
         except np.linalg.LinAlgError:
             raise IllPosedError(
                 f"the adjoint system I − Φ Aᵀ of a cyclic block of {k} states is singular at "
@@ -60,9 +68,22 @@ def _direct_adjoint(block, P: np.ndarray, R: np.ndarray) -> np.ndarray:
     return V
 
 
-def _solve_adjoint(model, Phi: np.ndarray, R: np.ndarray, tol: float, max_iter: int):
-    """V = Φ ∘ (VA + R), swept over A's components in reverse topological order: acyclic
-    levels in one product, cyclic blocks directly (≤ DIRECT_MAX states) or by fixed point."""
+def _selfloop_adjoint(A, st, Z: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """v_i = φ'(z_i)(a_i v_i + r_i), i.e. v_i = φ'(z_i) r_i / (1 − a_i φ'(z_i)) (Remark 2.5)."""
+    P = st.phi.derivative(Z)
+    denom = 1.0 - diagonal_of(A, st.states) * P
+    if np.any(denom == 0):
+        raise IllPosedError(
+            "a self-loop has a_i φ'(z_i) = 1 at this equilibrium: the adjoint is undefined; "
+            "the model is not well-posed here"
+        )
+    return P * R / denom
+
+
+def _solve_adjoint(model, Z: np.ndarray, R: np.ndarray, tol: float, max_iter: int):
+    """V = (VA + R) J(Z) row by row, swept over A's components in reverse topological order:
+    acyclic levels in one product, self-loops in closed form, cyclic blocks directly
+    (≤ DIRECT_MAX states) or by fixed point."""
     A = model.A
     V = np.zeros_like(R)
     scale = float(np.abs(R).max(initial=0.0))
@@ -73,18 +94,23 @@ def _solve_adjoint(model, Phi: np.ndarray, R: np.ndarray, tol: float, max_iter: 
         Rs = R[:, st.states]
         if st.users is not None:
             Rs = Rs + _times(V[:, st.users], sub_block(A, st.users, st.states))
-        P = Phi[:, st.states]
-        if not st.cyclic:
-            V[:, st.states] = P * Rs
+        Zs = Z[:, st.states]
+        if st.kind == "explicit":
+            V[:, st.states] = st.phi.vjp(Zs, Rs)
+            continue
+        if st.kind == "selfloop":
+            V[:, st.states] = _selfloop_adjoint(A, st, Zs, Rs)
             continue
         block = sub_block(A, st.states, st.states)
         if block.shape[0] <= DIRECT_MAX:
-            V[:, st.states] = _direct_adjoint(block, P, Rs)
+            V[:, st.states] = _direct_adjoint(block, st.phi, Zs, Rs)
             continue
         kind = choose_kernel(block)
         run = run_kernel(
             kind,
-            lambda Vr, rows, P=P, Rs=Rs, block=block: P[rows] * (_times(Vr, block) + Rs[rows]),
+            lambda Vr, rows, phi=st.phi, Zs=Zs, Rs=Rs, block=block: phi.vjp(
+                Zs[rows], _times(Vr, block) + Rs[rows]
+            ),
             np.zeros_like(Rs),
             tol * scale,
             max_iter,
@@ -99,7 +125,8 @@ def _solve_adjoint(model, Phi: np.ndarray, R: np.ndarray, tol: float, max_iter: 
 
 
 def adjoint_of_states(model, U, X, G_states, tol: float = 1e-12, max_iter: int = 10_000):
-    """V = ∂L/∂Z (m, n) for a loss with ∂L/∂X = G_states (m, n): V = Φ ∘ (VA + G_states).
+    """V = ∂L/∂Z (m, n) for a loss with ∂L/∂X = G_states (m, n): V = (VA + G_states) J(Z)
+    (V = Φ ∘ (VA + G_states) for CONE states).
 
     `tol` bounds the max abs residual relative to max |G_states|; EquilibriumError if the
     iteration on a large cyclic block does not reach it.
@@ -108,8 +135,8 @@ def adjoint_of_states(model, U, X, G_states, tol: float = 1e-12, max_iter: int =
     m, n = U.shape[0], model.n_states
     X = _check_rows("states X", X, m, n)
     G_states = _check_rows("G_states", G_states, m, n)
-    Phi = model.activation.derivative(times_transpose(X, model.A) + input_term(model, U))
-    return _solve_adjoint(model, Phi, G_states, tol, max_iter)
+    Z = times_transpose(X, model.A) + input_term(model, U)
+    return _solve_adjoint(model, Z, G_states, tol, max_iter)
 
 
 def implicit_adjoint(model, U, X, G_out, tol: float = 1e-12, max_iter: int = 10_000):
@@ -129,7 +156,7 @@ def _weight_gradient(W, L: np.ndarray, R: np.ndarray):
 
 
 def loss_gradients(model, U, X, G_out) -> dict:
-    """∂L/∂(A, B, C, D, b_x, b_y, U) at the equilibrium X for G_out = ∂L/∂Ŷ (DESIGN §5).
+    """∂L/∂(A, B, C, D, b_x, b_y, U) at the equilibrium X for G_out = ∂L/∂Ŷ (App. G).
 
     ∇_A = VᵀX, ∇_B = VᵀU, ∇_C = G_outᵀX, ∇_D = G_outᵀU, ∇_b_x = Σ_s V_s, ∇_b_y = Σ_s G_out,s,
     ∇_U = VB + G_out D, with V from `implicit_adjoint`. Sparse weights get sparse gradients on

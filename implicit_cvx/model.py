@@ -458,7 +458,7 @@ class ImplicitModel:
     # ---- summaries ---------------------------------------------------------------------------
     def describe(self) -> dict:
         """Sizes, sparsity, ‖A‖_∞, λ_pf(|A|), well-posedness and activation: `implicit-cvx info`."""
-        report = wellposedness_report(self.A)
+        report = wellposedness_report(self.A, activation=self.activation)
         return {
             "n_states": self.n_states,
             "n_inputs": self.n_inputs,

@@ -1,9 +1,10 @@
-"""Block-triangular structure of A: strongly connected components in topological order (DESIGN §3).
+"""Block-triangular structure of A: strongly connected components in topological order.
 
 State i depends on state j when A[i, j] != 0. The strongly connected components of that graph are
 the diagonal blocks of a block-triangular permutation of A (Thm 2.8/2.9): Picard iteration is only
 needed inside cyclic components, and acyclic components of one topological level are solved by a
-single matrix product.
+single matrix product. A block activation couples the states of its block, so such a block
+(a "group") is one node of the graph: its states always land in the same component.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class BlockStructure:
     """Components of A's dependency graph, topologically ordered and grouped by level.
 
     components[k]: sorted state indices of component k; component k depends only on components < k.
-    cyclic[k]: component k has a cycle (size > 1, or one state with A[i, i] != 0).
+    cyclic[k]: component k has a cycle (more than one node, or one node — a state or a group —
+    that reads itself through A).
     levels[l]: component ids of level l; a level-l component depends only on levels < l.
     labels[i]: component id of state i; component_level[k]: level of component k.
     """
@@ -122,22 +124,40 @@ def _component_levels(src: np.ndarray, dst: np.ndarray, n_comp: int) -> np.ndarr
     return level
 
 
-def block_structure(A) -> BlockStructure:
+def state_nodes(n: int, groups) -> np.ndarray:
+    """Node of every state: each group (start, stop) is one node, every other state its own."""
+    node = np.arange(n, dtype=np.intp)
+    for start, stop in groups or ():
+        if not 0 <= start < stop <= n:
+            raise ValueError(f"state group ({start}, {stop}) is outside 0..{n}")
+        node[start:stop] = start
+    _, node = np.unique(node, return_inverse=True)
+    return node.astype(np.intp)
+
+
+def block_structure(A, groups=None) -> BlockStructure:
     """Strongly connected components of A's sparsity graph, topologically sorted (Thm 2.8/2.9).
 
-    Components are ordered by (level, smallest state index); levels come from a longest-path
-    layering of the condensation, so a feed-forward network's layers are its levels.
+    `groups`: disjoint (start, stop) state ranges each treated as one node (the blocks of block
+    activations). Components are ordered by (level, smallest state index); levels come from a
+    longest-path layering of the condensation, so a feed-forward network's layers are its levels.
     """
     P = _pattern(A)
     n = P.shape[0]
     if n == 0:
         empty = np.zeros(0, dtype=np.intp)
         return BlockStructure((), (), (), empty, empty, ())
-    n_comp, raw = connected_components(P, directed=True, connection="strong")
+    node = state_nodes(n, groups)
     coo = P.tocoo()
-    rows, cols = coo.row.astype(np.intp), coo.col.astype(np.intp)
-    cross = raw[rows] != raw[cols]
-    raw_level = _component_levels(raw[rows[cross]], raw[cols[cross]], n_comp)
+    rows, cols = node[coo.row], node[coo.col]
+    n_nodes = int(node.max()) + 1
+    graph = P if n_nodes == n else sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n_nodes, n_nodes)
+    )
+    n_comp, raw_node = connected_components(graph, directed=True, connection="strong")
+    raw = raw_node[node]
+    cross = raw_node[rows] != raw_node[cols]
+    raw_level = _component_levels(raw_node[rows[cross]], raw_node[cols[cross]], n_comp)
 
     # Relabel components by (level, smallest state); np.unique's first index is the minimum state.
     _, first_state = np.unique(raw, return_index=True)
@@ -152,9 +172,9 @@ def block_structure(A) -> BlockStructure:
     components = tuple(np.split(by_comp, np.cumsum(comp_sizes)[:-1]))
 
     self_loop = np.zeros(n_comp, dtype=bool)
-    diag = rows[rows == cols]
-    self_loop[labels[diag]] = True
-    cyclic = tuple(bool(c) for c in (comp_sizes > 1) | self_loop)
+    self_loop[new_id[raw_node[rows[rows == cols]]]] = True
+    comp_nodes = np.bincount(new_id[raw_node], minlength=n_comp)
+    cyclic = tuple(bool(c) for c in (comp_nodes > 1) | self_loop)
 
     n_levels = int(comp_level.max()) + 1
     level_sizes = np.bincount(comp_level, minlength=n_levels)

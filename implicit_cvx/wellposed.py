@@ -1,5 +1,6 @@
 """Well-posedness of x = φ(Ax + b): norms, Perron–Frobenius eigenvalue, the κ-ball projection,
-diagonal rescaling into the ball, and a report of which sufficient condition holds (DESIGN §3).
+diagonal rescaling into the ball, the blockwise-Lipschitz (BLIP) condition, and a report of
+which sufficient condition holds.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .activations import ActivationMap
 from .numerics import (
     BALL_RTOL,
     check_kappa,
@@ -18,10 +20,12 @@ from .numerics import (
     row_chunks,
     row_l1_norms,
 )
-from .structure import BlockStructure, block_structure
+from .structure import BlockStructure, block_structure, state_nodes
 
 __all__ = [
     "BALL_RTOL",
+    "blip_eigenvalue",
+    "blip_matrix",
     "block_structure",
     "check_kappa",
     "in_ball",
@@ -141,16 +145,17 @@ def _block_stats(A, structure: BlockStructure) -> tuple[np.ndarray, np.ndarray]:
     """
     sizes = np.array([c.size for c in structure.components], dtype=np.intp)
     lam, norm = np.zeros(sizes.size), np.zeros(sizes.size)
+    cyclic = np.array(structure.cyclic, dtype=bool)
     singles = np.flatnonzero(sizes == 1)
     diag = A.diagonal() if sp.issparse(A) else np.diagonal(A)
     first_state = structure.order[np.cumsum(sizes) - sizes] if sizes.size else sizes
     lam[singles] = norm[singles] = np.abs(diag[first_state[singles]])
-    for size in np.unique(sizes[(sizes > 1) & (sizes <= _BATCH_MAX)]):
-        ks = np.flatnonzero(sizes == size)
+    for size in np.unique(sizes[cyclic & (sizes > 1) & (sizes <= _BATCH_MAX)]):
+        ks = np.flatnonzero(cyclic & (sizes == size))
         blocks = _abs_equal_blocks(A, structure, ks)
         lam[ks] = np.abs(np.linalg.eigvals(blocks)).max(axis=1)
         norm[ks] = blocks.sum(axis=2).max(axis=1)
-    for k in np.flatnonzero(sizes > _BATCH_MAX):
+    for k in np.flatnonzero(cyclic & (sizes > _BATCH_MAX)):
         block = _abs_block(A, structure.components[k])
         lam[k], norm[k] = max(_perron(block)[0], 0.0), row_l1_norms(block).max()
     return lam, norm
@@ -192,7 +197,7 @@ def project_inf_ball(A, kappa):
     """Euclidean (Frobenius) projection of A onto {‖A‖_∞ ≤ κ}: one ℓ1-ball projection per row.
 
     Sparse input keeps its sparsity pattern (the projection never creates nonzeros) and returns
-    CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection (DESIGN §3).
+    CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection.
     """
     kappa = check_kappa(kappa)
     A = check_matrix("A", A)
@@ -231,7 +236,7 @@ def _scaled_model(model, w: np.ndarray, note: dict):
 
 
 def rescale(model, kappa, method: str = "resolvent"):
-    """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (DESIGN §3, paper §2.5).
+    """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (paper §2.5).
 
     method="resolvent": w = (κI − |A|)⁻¹𝟙, any A with λ_pf(|A|) < κ. method="pf": w = Perron
     vector of |A|, reaching ‖A‖_∞ = λ_pf(|A|); needs |A| irreducible. φ must be positively
@@ -240,6 +245,13 @@ def rescale(model, kappa, method: str = "resolvent"):
     kappa = check_kappa(kappa)
     if method not in ("resolvent", "pf"):
         raise ValueError(f"rescale method must be 'resolvent' or 'pf', got {method!r}")
+    if not model.activation.componentwise:
+        names = sorted({act.name for act, _, _ in model.activation.blocks if not act.componentwise})
+        raise ValueError(
+            f"cannot rescale: block activation {names} couples the states of its block, and a "
+            "diagonal scaling of those states does not commute with it; only componentwise "
+            "(relu, leaky_relu, identity) models can be rescaled"
+        )
     if not model.activation.positively_homogeneous:
         names = sorted({act.name for act, _, _ in model.activation.blocks})
         raise ValueError(
@@ -284,68 +296,176 @@ def rescale(model, kappa, method: str = "resolvent"):
     return out
 
 
-# ---- report ------------------------------------------------------------------------------------
-def wellposedness_report(A, kappa=None) -> dict:
-    """Which sufficient condition for well-posedness holds (Thm 2.2, 2.8/2.9, ‖A‖_∞ < 1).
+# ---- blockwise-Lipschitz condition (Thm 2.7) --------------------------------------------------
+def blip_matrix(A, activation) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The reduced matrix N of Thm 2.7 and the node of every state.
 
+    Nodes are the blocks of φ: a block activation's states form one node, every other state is
+    its own node. N_lk = γ_l ‖A_lk‖_∞ (γ_l the ℓ∞ Lipschitz constant of node l's activation;
+    ‖·‖_∞ the max absolute row sum), so ‖x_l − x'_l‖_∞ ≤ Σ_k N_lk ‖x_k − x'_k‖_∞ and
+    λ_pf(N) < 1 makes x ↦ φ(Ax + b) a contraction in a weighted max-norm (the theorem holds in
+    any norm; ℓ∞ matches the κ-ball). With only CONE states γ ≤ 1 and N ≤ |A|.
+    """
+    A = check_matrix("A", A)
+    n = A.shape[0]
+    amap = ActivationMap.build(activation, n)
+    node = state_nodes(n, amap.groups)
+    gamma = np.empty(n)
+    for act, a, b in amap.blocks:
+        gamma[a:b] = act.lipschitz
+    L = int(node.max()) + 1 if n else 0
+    coo = sp.coo_matrix(A)
+    sums = sp.coo_matrix(  # S_{i, node(j)} = Σ_{j in node} |A_ij| (duplicates are summed)
+        sp.csr_matrix((np.abs(coo.data), (coo.row, node[coo.col])), shape=(n, L))
+    )
+    key = node[sums.row].astype(np.int64) * L + sums.col
+    order = np.argsort(key, kind="stable")
+    key, vals, rows = key[order], sums.data[order], sums.row[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key
+    best = np.maximum.reduceat(vals, starts) if key.size else vals
+    g = gamma[rows[starts]] if key.size else vals
+    with np.errstate(invalid="ignore"):
+        data = np.where(best > 0, g * best, 0.0)
+    N = sp.csr_matrix((data, (key[starts] // L, key[starts] % L)), shape=(L, L))
+    N.eliminate_zeros()
+    return N, node
+
+
+def _blip_component_eigenvalues(A, activation, structure: BlockStructure) -> np.ndarray:
+    """λ_pf(N_kk) for every component k of `structure` (built with the activation's groups);
+    +inf where a node of a cyclic component has no finite γ."""
+    N, node = blip_matrix(A, activation)
+    n_struct = block_structure(N)
+    lam_nodes = np.zeros(n_struct.n_components)
+    coo = N.tocoo()
+    inside = n_struct.labels[coo.row] == n_struct.labels[coo.col]
+    infinite = np.unique(n_struct.labels[coo.row[inside & ~np.isfinite(coo.data)]])
+    if infinite.size:
+        N = N.copy()
+        N.data[~np.isfinite(N.data)] = 0.0
+    lam_nodes[:] = _block_stats(N, n_struct)[0]
+    lam_nodes[infinite] = np.inf
+    first = np.array([c[0] for c in structure.components], dtype=np.intp)
+    return lam_nodes[n_struct.labels[node[first]]] if first.size else lam_nodes
+
+
+def blip_eigenvalue(A, activation) -> float:
+    """λ_pf(N) of the reduced matrix of Thm 2.7 (see `blip_matrix`): < 1 means well-posed for
+    the given activation map (per-block Lipschitz constants), and Picard converges."""
+    A = check_matrix("A", A)
+    amap = ActivationMap.build(activation, A.shape[0])
+    structure = block_structure(A, amap.groups)
+    lam = _blip_component_eigenvalues(A, amap, structure)
+    return float(lam.max()) if lam.size else 0.0
+
+
+def _self_loops(A, amap: ActivationMap | None, structure: BlockStructure) -> np.ndarray:
+    """Per component: True where it is one scalar state whose self-loop a = A_ii is solved
+    uniquely for its activation (Remark 2.5; `Activation.selfloop_ok`)."""
+    ok = np.zeros(structure.n_components, dtype=bool)
+    if amap is None:
+        return ok
+    diag = A.diagonal() if sp.issparse(A) else np.diagonal(A)
+    for k, comp in enumerate(structure.components):
+        if structure.cyclic[k] and comp.size == 1:
+            act = amap.activation_of(int(comp[0]))
+            ok[k] = act.componentwise and bool(act.selfloop_ok(diag[comp[0]]))
+    return ok
+
+
+# ---- report ------------------------------------------------------------------------------------
+def _reason(holds: dict, stats: dict) -> str:
+    """The sentence naming the first sufficient condition that holds."""
+    if holds["triangular"]:
+        return ("well-posed: A is block triangular with no cyclic block (feed-forward), solved "
+                "exactly by one sweep in topological order (Thm 2.8/2.9)")
+    if holds["inf_norm<1"]:
+        return f"well-posed: ‖A‖_∞ = {stats['norm']:.6g} < 1 (convex sufficient condition)"
+    if holds["pf<1"]:
+        return (f"well-posed: λ_pf(|A|) = {stats['lam']:.6g} < 1 (Perron–Frobenius condition, "
+                "Thm 2.2)")
+    if holds.get("blip<1"):
+        return (f"well-posed: λ_pf(N) = {stats['blip']:.6g} < 1 for the reduced matrix of block "
+                "norms and Lipschitz constants (BLIP condition, Thm 2.7)")
+    loops = f"; {stats['loops']} self-loop(s) solved in closed form (Remark 2.5)" if stats["loops"] else ""
+    return ("well-posed: every cyclic diagonal block is well-posed — ‖A_kk‖_∞ < 1, λ_pf < 1 "
+            f"or the BLIP condition on the block{loops} (block-triangular structure, Thm 2.8/2.9)")
+
+
+def _ill_posed_reason(A, amap, structure, bad, block_lam, block_norm, blip_lam, stats) -> str:
+    k = int(np.argmax(np.where(bad, np.maximum(block_lam, blip_lam), -np.inf)))
+    comp = structure.components[k]
+    text = (
+        "no sufficient condition for well-posedness holds: "
+        f"‖A‖_∞ = {stats['norm']:.6g} ≥ 1 and λ_pf(|A|) = {stats['lam']:.6g} ≥ 1; "
+        f"the cyclic block of {comp.size} states starting at state {int(comp[0])} has "
+        f"‖A_kk‖_∞ = {block_norm[k]:.6g} and λ_pf(|A_kk|) = {block_lam[k]:.6g}"
+    )
+    if amap is not None and not amap.componentwise:
+        text += f" and λ_pf(N_kk) = {blip_lam[k]:.6g} (BLIP, Thm 2.7)"
+    if amap is not None and comp.size == 1:
+        act = amap.activation_of(int(comp[0]))
+        a = float(A[int(comp[0]), int(comp[0])])
+        text += (f"; its self-loop x = {act.name}({a:.6g}·x + c) has no unique solution for some c "
+                 "(Remark 2.5 needs (1 − a)(1 − αa) > 0 for piecewise-linear φ, a·Lip(φ) < 1 else)")
+    return text + "; project A onto the κ-ball (project_inf_ball) or train with kappa < 1"
+
+
+def wellposedness_report(A, kappa=None, activation=None) -> dict:
+    """Which sufficient condition for well-posedness holds (Thm 2.2, 2.7, 2.8/2.9, Remark 2.5).
+
+    Without `activation`, conditions valid for every CONE φ: triangular, ‖A‖_∞ < 1, λ_pf(|A|)
+    < 1, or "per_block" (each cyclic block of the block-triangular form satisfies one of them).
+    With an activation (spec or ActivationMap), also: block activations are one node each;
+    "blip<1" (λ_pf(N) < 1, Thm 2.7; see `blip_matrix`); and per block, scalar self-loops
+    x_i = φ(a x_i + c) that are uniquely solvable (Remark 2.5: e.g. ReLU needs a < 1, so
+    A = [[−2, .5], [0, .3]] is well-posed with ReLU though ‖A‖_∞, λ_pf(|A|) > 1). ‖A‖_∞ < 1 and
+    λ_pf(|A|) < 1 count only when they suffice for that map (γ ≤ 1; CONE states).
     The equilibrium solvers refuse to run when "well_posed" is False, quoting "reason".
     With κ given, also reports "in_ball" (‖A‖_∞ ≤ κ(1 + BALL_RTOL)) and "pf<kappa" (rescalable).
     """
     A = check_matrix("A", A)
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square (n×n), got shape {A.shape}")
-    structure = block_structure(A)
-    norm = inf_norm(A)
+    amap = None if activation is None else ActivationMap.build(activation, A.shape[0])
+    structure = block_structure(A, amap.groups if amap is not None else None)
     block_lam, block_norm = _block_stats(A, structure)
-    lam = float(block_lam.max()) if block_lam.size else 0.0
+    blip_lam = block_lam if amap is None else _blip_component_eigenvalues(A, amap, structure)
     cyclic = np.array(structure.cyclic, dtype=bool)
-    sizes = np.array([c.size for c in structure.components], dtype=np.intp)
-    bad = cyclic & (block_norm >= 1.0) & (block_lam >= 1.0)
+    loops = _self_loops(A, amap, structure)
+    bad = cyclic & ~loops & ~(blip_lam < 1.0)
+    finite = amap is None or np.isfinite(amap.lipschitz)  # Thm 2.7 needs Lipschitz blocks
+    stats = {"norm": inf_norm(A), "lam": float(block_lam.max(initial=0.0)),
+             "blip": float(blip_lam.max(initial=0.0)) if finite else np.inf,
+             "loops": int((loops & ~(blip_lam < 1)).sum())}
+    cone = amap is None or amap.componentwise
     holds = {
         "triangular": structure.is_triangular,
-        "inf_norm<1": norm < 1.0,
-        "pf<1": lam < 1.0,
+        "inf_norm<1": stats["norm"] < 1.0 and (amap is None or amap.lipschitz <= 1.0),
+        "pf<1": stats["lam"] < 1.0 and cone,
+        **({} if amap is None else {"blip<1": stats["blip"] < 1.0}),
         "per_block": not bad.any(),
     }
     conditions = [name for name, ok in holds.items() if ok]
-    if holds["triangular"]:
-        reason = (
-            "well-posed: A is block triangular with no cyclic block (feed-forward), solved "
-            "exactly by one sweep in topological order (Thm 2.8/2.9)"
-        )
-    elif holds["inf_norm<1"]:
-        reason = f"well-posed: ‖A‖_∞ = {norm:.6g} < 1 (convex sufficient condition)"
-    elif holds["pf<1"]:
-        reason = f"well-posed: λ_pf(|A|) = {lam:.6g} < 1 (Perron–Frobenius condition, Thm 2.2)"
-    elif holds["per_block"]:
-        reason = (
-            "well-posed: every cyclic diagonal block has ‖A_kk‖_∞ < 1 or λ_pf(|A_kk|) < 1 "
-            "(block-triangular structure, Thm 2.8/2.9)"
-        )
-    else:
-        k = int(np.argmax(np.where(bad, block_lam, -np.inf)))
-        reason = (
-            "no sufficient condition for well-posedness holds: "
-            f"‖A‖_∞ = {norm:.6g} ≥ 1 and λ_pf(|A|) = {lam:.6g} ≥ 1; "
-            f"the cyclic block of {sizes[k]} states starting at state "
-            f"{int(structure.components[k][0])} has ‖A_kk‖_∞ = {block_norm[k]:.6g} and "
-            f"λ_pf(|A_kk|) = {block_lam[k]:.6g}; project A onto the κ-ball (project_inf_ball) or "
-            "train with kappa < 1"
-        )
+    sizes = np.array([c.size for c in structure.components], dtype=np.intp)
     report = {
-        "inf_norm": norm,
-        "pf_eigenvalue": lam,
+        "inf_norm": stats["norm"],
+        "pf_eigenvalue": stats["lam"],
         "triangular": structure.is_triangular,
         "n_components": structure.n_components,
         "n_cyclic": structure.n_cyclic,
         "largest_cyclic_block": int(sizes[cyclic].max()) if cyclic.any() else 0,
         "conditions": conditions,
         "well_posed": bool(conditions),
-        "reason": reason,
+        "reason": _reason(holds, stats) if conditions else _ill_posed_reason(
+            A, amap, structure, bad, block_lam, block_norm, blip_lam, stats),
     }
+    if amap is not None:
+        report.update(blip_eigenvalue=stats["blip"], self_loops=int(loops.sum()))
     if kappa is not None:
         kappa = check_kappa(kappa)
         report.update(
-            kappa=kappa, in_ball=in_ball(A, kappa), **{"pf<kappa": lam < kappa}
+            kappa=kappa, in_ball=in_ball(A, kappa),
+            **{"pf<kappa": stats["lam"] < kappa},
         )
     return report

@@ -48,7 +48,7 @@ def test_positive_homogeneity_flags():
 @pytest.mark.parametrize(
     "spec, fragment",
     [("gelu", "not componentwise non-expansive"), ("swish", "slope reaches"),
-     ("softmax", "unknown activation"), ({"name": "leaky_relu", "alpha": 1.5}, "alpha in [0, 1]"),
+     ("hardswish", "unknown activation"), ({"name": "leaky_relu", "alpha": 1.5}, "alpha in [0, 1]"),
      ({"name": "relu", "beta": 1}, "needs 'name'"), (np.tanh, "custom callables are refused")],
 )
 def test_refusals_name_the_reason(spec, fragment):

@@ -273,3 +273,53 @@ def test_a_sloppy_equilibrium_is_covered_by_the_residual_widening(method, monkey
     assert np.all(lower <= exact) and np.all(exact <= upper)
     if method == "box":  # the refined methods shrink the widened box back towards the point
         assert np.all(upper - lower > 1e-4)
+
+
+# ---- block activations ----------------------------------------------------------------------------
+def _block_model(seed, kind):
+    from implicit_cvx.blip import MaxPoolBlock
+    from implicit_cvx.convert import Conv2d
+    from implicit_cvx.network import Flatten, Linear, MaxPool2d, from_sequential
+
+    rng = np.random.default_rng(seed)
+    if kind == "cnn":
+        return from_sequential([Conv2d(rng.normal(size=(2, 1, 3, 3)), rng.normal(size=2)), "relu",
+                                MaxPool2d(2), Flatten(), Linear(rng.normal(size=(3, 8)))], (1, 6, 6))
+    if kind == "softmax":  # a cyclic softmax block; its majorant J = ¼𝟙𝟙ᵀ gives λ_pf(J|A|) = 0.9
+        A = rng.normal(size=(4, 4))
+        A *= 0.9 / np.abs(A).sum(axis=1, keepdims=True)
+        return ImplicitModel(A, rng.normal(size=(4, 3)), rng.normal(size=(3, 4)),
+                             np.zeros((3, 3)), rng.normal(size=4), activation="softmax")
+    pool = MaxPoolBlock((1, 1, 2), (1, 2))  # x_0 = max(z_0, z_1) with z_0 = 0, z_1 = u
+    return ImplicitModel(np.zeros((2, 2)), [[0.0], [1.0]], [[1.0, 0.0]], np.zeros((1, 1)),
+                         activation=pool)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "softmax"])
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 0.5))
+def test_block_activation_bounds_contain_sampled_outputs(kind, seed, eps):
+    model = _block_model(seed, kind)
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(-1, 1, size=(2, model.n_inputs))
+    y = rng.integers(0, model.n_outputs, size=2)
+    lo, hi = input_box(U, eps)
+    points = _samples_in_box(rng, lo, hi, 40)
+    for method in METHODS:
+        _check_contains(model, U, y, eps, None, points, method)
+
+
+def test_block_start_box_covers_states_that_read_other_states():
+    """x_0 = max(0, u): the componentwise box would keep x_0 fixed (|B_0| = 0); the
+    block-aware one must cover max(0, u) over u ∈ [0.2, 0.8]."""
+    model = _block_model(0, "pool")
+    for method in METHODS:
+        lower, upper = output_bounds(model, np.array([[0.5]]), 0.3, method)
+        assert lower[0, 0] <= 0.2 and upper[0, 0] >= 0.8, method
+
+
+def test_unbounded_gates_are_refused_by_the_bounds():
+    model = ImplicitModel(np.zeros((2, 2)), np.eye(2), [[1.0, 0.0]], np.zeros((1, 2)),
+                          activation="gate")  # x = u_0 · u_1: no Lipschitz constant
+    with pytest.raises(ValueError, match="no finite Lipschitz constant"):
+        output_bounds(model, np.zeros((1, 2)), 0.1)

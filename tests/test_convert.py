@@ -1,4 +1,4 @@
-"""Converters (DESIGN §4) against direct forward passes of the original networks."""
+"""Converters (paper §3) against direct forward passes of the original networks."""
 
 import warnings
 
@@ -21,8 +21,8 @@ from implicit_cvx.convert import (
     from_conv2d,
     from_layers,
     from_sklearn,
-    parallel,
     residual_block,
+    stack_parallel,
 )
 from implicit_cvx.model import ImplicitModel
 
@@ -418,11 +418,11 @@ def test_cascade_of_mlps_is_deeper_mlp():
 
 
 @pytest.mark.parametrize("combine", ["concat", "sum"])
-def test_parallel_matches_outputs(combine):
+def test_stack_parallel_matches_outputs(combine):
     m1 = _general_model(4, 5, 3, 12, activation="tanh")
     m2 = _general_model(4, 3, 3, 13)
     m2 = m2.with_weights(A=sp.csr_matrix(m2.A))
-    both = parallel(m1, m2, combine=combine)
+    both = stack_parallel(m1, m2, combine=combine)
     U = np.random.default_rng(14).normal(size=(20, 4))
     y1, y2 = m1.predict(U), m2.predict(U)
     expected = np.hstack([y1, y2]) if combine == "concat" else y1 + y2
@@ -431,14 +431,14 @@ def test_parallel_matches_outputs(combine):
     assert [(act.name, b - a) for act, a, b in both.activation.blocks] == [("tanh", 5), ("relu", 3)]
 
 
-def test_parallel_errors():
+def test_stack_parallel_errors():
     m1, m2 = _general_model(4, 2, 3, 0), _general_model(5, 2, 2, 1)
     with pytest.raises(ValueError, match="take 4 and 5 inputs"):
-        parallel(m1, m2)
+        stack_parallel(m1, m2)
     with pytest.raises(ValueError, match="combine must be 'concat' or 'sum'"):
-        parallel(m1, m1, combine="max")
+        stack_parallel(m1, m1, combine="max")
     with pytest.raises(ValueError, match="outputs of sizes 3 and 2 differ"):
-        parallel(m1, _general_model(4, 2, 2, 1), combine="sum")
+        stack_parallel(m1, _general_model(4, 2, 2, 1), combine="sum")
 
 
 def test_converted_sparse_model_roundtrips(tmp_path):

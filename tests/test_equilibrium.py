@@ -73,7 +73,7 @@ def test_all_solvers_reach_tolerance_and_agree(sparse):
 
 
 def mlp_model(rng, sizes=(20, 16, 12, 8, 3), perm=None):
-    """A feed-forward ReLU network as an implicit model (DESIGN §4), states x = (x_L, ..., x_1),
+    """A feed-forward ReLU network as an implicit model (paper §3), states x = (x_L, ..., x_1),
     optionally with its states permuted; returns the model and a plain forward function."""
     W = [rng.standard_normal((sizes[i + 1], sizes[i])) for i in range(len(sizes) - 1)]
     b = [rng.standard_normal(s) for s in sizes[1:]]

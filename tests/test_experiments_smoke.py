@@ -23,11 +23,15 @@ SCRIPTS = {
     "bench_sim": (["--json", "{tmp}/bs.json"], ["bs.json"]),
     "regression_defaults": (["--out", "{tmp}"], ["regression_defaults_quick.md",
                                                   "regression_defaults_quick.json"]),
+    "convert_zoo": (["--out", "{tmp}"], ["convert_zoo_quick.csv", "convert_zoo_quick.json"]),
 }
+NEEDS_TORCH = {"convert_zoo"}  # the optional extra implicit_cvx[torch]
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_quick_mode_runs_and_writes_results(script, tmp_path):
+    if script in NEEDS_TORCH:
+        pytest.importorskip("torch")
     args, files = SCRIPTS[script]
     cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick",
            *(a.format(tmp=tmp_path) for a in args)]

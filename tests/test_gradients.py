@@ -1,4 +1,4 @@
-"""Implicit differentiation (DESIGN §5): gradients against central finite differences and the
+"""Implicit differentiation (App. G): gradients against central finite differences and the
 adjoint against a direct per-sample linear solve, on cyclic, feed-forward, block-triangular and
 sparse models."""
 
@@ -186,3 +186,72 @@ def test_zero_upstream_gradient_and_bad_shapes():
         loss_gradients(model, U, X, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="states X has shape"):
         implicit_adjoint(model, U, X[:2], np.zeros((2, 3)))
+
+
+# ---- block activations and self-loops -------------------------------------------------------------
+def block_model(rng, kind):
+    """Models whose φ couples states: a pooled feature map, a cyclic softmax block, LSTM gates
+    (via the recurrent converter), a 40-state cyclic softmax block (iterative adjoint), and
+    the self-loops of Remark 2.5."""
+    from implicit_cvx.blip import GateBlock, MaxPoolBlock
+
+    if kind == "pool":
+        pool = MaxPoolBlock((1, 4, 4), 2, inner="tanh")
+        act = [("tanh", 3), (pool, 16), ("sigmoid", 2)]
+        A = np.zeros((21, 21))
+        A[3:19, :3] = rng.standard_normal((16, 3))
+        A[19:, 3:7] = rng.standard_normal((2, 4))  # the pooled values are the first 4 states
+        return ImplicitModel(A, rng.standard_normal((21, 4)), rng.standard_normal((3, 21)),
+                             rng.standard_normal((3, 4)), rng.standard_normal(21), activation=act)
+    if kind in ("softmax", "softmax40"):
+        k = 5 if kind == "softmax" else 40
+        A = scaled(rng.standard_normal((k + 2, k + 2)), 1.6)  # γ = 1/2: still a contraction
+        A[k:, k:] = 0.0  # two tanh states read the softmax block; it reads them back
+        A[k:] = scaled(A[k:], 0.6)
+        return ImplicitModel(A, rng.standard_normal((k + 2, 4)), rng.standard_normal((3, k + 2)),
+                             rng.standard_normal((3, 4)), rng.standard_normal(k + 2),
+                             activation=[("softmax", k), ("tanh", 2)])
+    if kind == "gate":
+        A = np.zeros((8, 8))
+        A[:4, 4:] = rng.standard_normal((4, 4))
+        A[4:, 4:] = scaled(rng.standard_normal((4, 4)), 0.3)
+        return ImplicitModel(A, rng.standard_normal((8, 4)), rng.standard_normal((3, 8)),
+                             rng.standard_normal((3, 4)), rng.standard_normal(8),
+                             activation=[(GateBlock("sigmoid", "tanh"), 4), ("tanh", 4)])
+    A = np.triu(rng.standard_normal((6, 6)), 1)  # self-loops, some far outside the ball
+    A[np.diag_indices(6)] = [-3.0, 0.5, -1.5, 0.9, 2.5, -0.4]
+    act = [("tanh", 2), ({"name": "leaky_relu", "alpha": 0.6}, 3), ("sigmoid", 1)]
+    return ImplicitModel(A, rng.standard_normal((6, 4)), rng.standard_normal((3, 6)),
+                         rng.standard_normal((3, 4)), rng.standard_normal(6), activation=act)
+
+
+@pytest.mark.parametrize("kind", ["pool", "softmax", "softmax40", "gate", "selfloops"])
+def test_block_activation_gradients_match_finite_differences(kind):
+    rng = np.random.default_rng(6)
+    model = block_model(rng, kind)
+    U, W = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    _, G_out, X = loss_and_gout(model, U, W)
+    grads = loss_gradients(model, U, X, G_out)
+    for name in PARAMS + ["U"]:
+        base = U if name == "U" else getattr(model, name)
+        D = rng.standard_normal(base.shape)
+        if name == "A":
+            D *= base != 0  # keep the sparsity pattern (and with it the well-posedness)
+        fd = fd_directional(model, U, W, name, D, h=1e-6)
+        got = float(np.sum(as_values(grads[name], base) * D))
+        assert abs(fd - got) <= 1e-6 * max(abs(fd), 1e-3), (name, fd, got)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "softmax40", "pool"])
+def test_block_adjoint_matches_direct_solve(kind):
+    """V = (VA + G C) J(z) against one dense solve per sample with the full Jacobian."""
+    rng = np.random.default_rng(7)
+    model = block_model(rng, kind)
+    U, G_out = rng.standard_normal((20, 4)), rng.standard_normal((20, 3))
+    X, _ = solve_equilibrium(model, U, tol=1e-14)
+    J = model.activation.jacobian(X @ model.A.T + U @ model.B.T + model.b_x)
+    rhs = G_out @ model.C
+    n = model.n_states
+    ref = np.stack([np.linalg.solve(np.eye(n) - J[s].T @ model.A.T, J[s].T @ rhs[s])
+                    for s in range(20)])
+    np.testing.assert_allclose(implicit_adjoint(model, U, X, G_out), ref, atol=1e-10, rtol=0)

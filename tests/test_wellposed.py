@@ -1,4 +1,4 @@
-"""Well-posedness: κ-ball projection vs cvxpy, λ_pf vs numpy, rescaling vs Picard (DESIGN §3)."""
+"""Well-posedness: κ-ball projection vs cvxpy, λ_pf vs numpy, rescaling vs Picard (§2.5)."""
 
 import cvxpy as cp
 import numpy as np

@@ -33,7 +33,6 @@ METHODS = ("box", "interval", "lp")
 EQ_TOL = 1e-12  # equilibrium tolerance of the starting points (the residual is accounted for)
 INTERVAL_TOL = 1e-12  # the interval iteration stops when no bound moves by more than this
 INTERVAL_MAX_ITER = 1000
-_EXACT_ACTIVATIONS = ("relu", "identity")  # evaluated without rounding
 _CHORD_ACTIVATIONS = ("relu", "leaky_relu", "identity")  # convex piecewise linear: LP relaxation
 
 
@@ -114,18 +113,24 @@ def _residuals(model, U: np.ndarray, X: np.ndarray) -> np.ndarray:
     mag = times_transpose(np.abs(X), absolute(model.A)) + times_transpose(np.abs(U), absolute(model.B))
     mag += np.abs(model.b_x)
     err = gamma(model.n_states + model.n_inputs + 2) * mag + 4 * np.spacing(np.abs(PZ) + np.abs(X))
+    if not model.activation.componentwise:  # a block activation mixes the errors of its block
+        err = (model.activation.majorant((gamma(model.n_states + model.n_inputs + 2) * mag).T).T
+               + model.activation.rounding(PZ) + 4 * np.spacing(np.abs(X)))
     return np.nextafter((np.abs(X - PZ) + err).max(axis=1, initial=0.0), np.inf)
 
 
 def _start_boxes(model, ul: np.ndarray, uu: np.ndarray) -> _Boxes:
     """Thm 4.1 box around the equilibrium at the centre of each input box, widened by the
-    equilibrium residual: x ∈ x̂ ± (I − |A|)⁻¹(|B|h + r𝟙) — one verified solve for both."""
-    require_pf_below_one(model.A)
+    equilibrium residual: x ∈ x̂ ± (I − J|A|)⁻¹(J|B|h + r𝟙) — one verified solve for both
+    (J = I unless block activations couple states: see ActivationMap.majorant)."""
+    # |φ(z) − φ(z')| ≤ J|z − z'| (J = I for CONE states; block activations mix their block)
+    absA, absB = (model.activation.majorant(absolute(M)) for M in (model.A, model.B))
+    require_pf_below_one(absA)
     centre, h = _mid_rad(ul, uu)
     X, _ = model.equilibrium(centre, return_info=True, tol=EQ_TOL, raise_on_failure=False)
     r = _residuals(model, centre, X)
-    rhs = np.asarray(absolute(model.B) @ h.T) * (1.0 + gamma(model.n_inputs + 1)) + r[None, :]
-    rad = np.nextafter(resolvent_upper(absolute(model.A), np.nextafter(rhs, np.inf)).T, np.inf)
+    rhs = np.asarray(absB @ h.T) * (1.0 + gamma(model.n_inputs + 1)) + r[None, :]
+    rad = np.nextafter(resolvent_upper(absA, np.nextafter(rhs, np.inf)).T, np.inf)
     return _Boxes(ul, uu, np.nextafter(X - rad, -np.inf), np.nextafter(X + rad, np.inf))
 
 
@@ -156,13 +161,9 @@ def _affine_interval(parts, lo: np.ndarray, hi: np.ndarray):
 
 
 def _activation_interval(model, zl: np.ndarray, zu: np.ndarray):
-    """[φ(zl), φ(zu)] (φ monotone), rounded outward for activations that are not exact."""
-    xl, xu = model.activation.value(zl), model.activation.value(zu)
-    for act, a, b in model.activation.blocks:
-        if act.name not in _EXACT_ACTIVATIONS:
-            xl[:, a:b] -= 4 * np.spacing(np.abs(xl[:, a:b]))
-            xu[:, a:b] += 4 * np.spacing(np.abs(xu[:, a:b]))
-    return xl, xu
+    """Sound bounds of φ(z) over the box [zl, zu], each activation by its own rule and rounded
+    outward: [φ(zl), φ(zu)] for a monotone scalar φ, the window maxima for max-pooling, …"""
+    return model.activation.interval(zl, zu)
 
 
 def _z_interval(splits, input_part, xl, xu):
