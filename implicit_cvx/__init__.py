@@ -3,8 +3,14 @@
 x = φ(Ax + Bu + b_x), ŷ = Cx + Du + b_y, with ‖A‖_∞ ≤ κ < 1 for well-posedness.
 """
 
-from .activations import Activation, ActivationMap, get_activation
-from .blip import GateBlock, MaxPoolBlock, SoftmaxBlock
+from .activations import (
+    Activation,
+    ActivationMap,
+    GateBlock,
+    MaxPoolBlock,
+    SoftmaxBlock,
+    get_activation,
+)
 from .compose import feedback, gated
 from .convert import (
     cascade,

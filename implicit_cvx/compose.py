@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .activations import ActivationMap
-from .blip import GateBlock
+from .activations import ActivationMap, GateBlock
 from .convert import _compose_metadata
 from .equilibrium import IllPosedError
 from .model import ImplicitModel

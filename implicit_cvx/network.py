@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .activations import ActivationMap, get_activation
-from .blip import MaxPoolBlock
+from .activations import ActivationMap, MaxPoolBlock, get_activation
 from .convert import Conv2d
 from .model import ImplicitModel
 from .numerics import check_matrix, check_vector

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blip import GateBlock
+from .activations import GateBlock
 from .model import ImplicitModel
 from .network import Builder, Expr
 from .numerics import check_matrix

@@ -7,8 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from implicit_cvx.activations import ActivationMap, get_activation
-from implicit_cvx.blip import GateBlock, MaxPoolBlock, SoftmaxBlock
+from implicit_cvx.activations import (
+    ActivationMap,
+    GateBlock,
+    MaxPoolBlock,
+    SoftmaxBlock,
+    get_activation,
+)
 
 POOLS = [
     MaxPoolBlock((2, 4, 4), 2, inner="relu"),

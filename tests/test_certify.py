@@ -277,7 +277,7 @@ def test_a_sloppy_equilibrium_is_covered_by_the_residual_widening(method, monkey
 
 # ---- block activations ----------------------------------------------------------------------------
 def _block_model(seed, kind):
-    from implicit_cvx.blip import MaxPoolBlock
+    from implicit_cvx.activations import MaxPoolBlock
     from implicit_cvx.convert import Conv2d
     from implicit_cvx.network import Flatten, Linear, MaxPool2d, from_sequential
 

@@ -193,7 +193,7 @@ def block_model(rng, kind):
     """Models whose φ couples states: a pooled feature map, a cyclic softmax block, LSTM gates
     (via the recurrent converter), a 40-state cyclic softmax block (iterative adjoint), and
     the self-loops of Remark 2.5."""
-    from implicit_cvx.blip import GateBlock, MaxPoolBlock
+    from implicit_cvx.activations import GateBlock, MaxPoolBlock
 
     if kind == "pool":
         pool = MaxPoolBlock((1, 4, 4), 2, inner="tanh")

@@ -8,8 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from implicit_cvx.activations import ActivationMap
-from implicit_cvx.blip import MaxPoolBlock, SoftmaxBlock
+from implicit_cvx.activations import ActivationMap, MaxPoolBlock, SoftmaxBlock
 from implicit_cvx.equilibrium import IllPosedError, equilibrium_residual, solve_equilibrium
 from implicit_cvx.model import ImplicitModel
 from implicit_cvx.robust.bounds import sensitivity_matrix

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from .activations import Activation, get_activation
+from .scalar import Activation, scalar_activation
 
 _EPS = np.finfo(float).eps
 
@@ -37,10 +37,15 @@ def _pair(name: str, value, minimum: int) -> tuple[int, int]:
 
 
 def _scalar(spec, role: str) -> Activation:
-    act = get_activation(spec)
-    if not isinstance(act, Activation):
-        raise ValueError(f"{role} must be a scalar activation, got block activation {act.name!r}")
-    return act
+    if isinstance(spec, _Block) or (isinstance(spec, (str, dict)) and _block_name(spec)):
+        raise ValueError(f"{role} must be a scalar activation, got block activation {_block_name(spec) or spec.name!r}")
+    return scalar_activation(spec)
+
+
+def _block_name(spec) -> str | None:
+    name = spec if isinstance(spec, str) else spec.get("name", "") if isinstance(spec, dict) else ""
+    name = str(name).strip().lower()
+    return name if name in ("maxpool", "softmax", "gate") else None
 
 
 class _Block:
