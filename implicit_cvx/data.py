@@ -39,7 +39,10 @@ class Dataset:
 
     def split(self, part: str, raw: bool = False):
         """(U, y) of the 'train' or 'test' part: U transformed (or raw), labels encoded 0..K−1."""
-        index = {"train": self.train_index, "test": self.test_index}[part]
+        return self.rows({"train": self.train_index, "test": self.test_index}[part], raw)
+
+    def rows(self, index, raw: bool = False):
+        """(U, y) of the rows `index`: U transformed (or raw), labels encoded 0..K−1."""
         X = self.X[index]
         return (X if raw else self.transform.apply(X)), self.encoded_targets()[index]
 
