@@ -28,6 +28,14 @@ def load_model(path) -> ImplicitModel:
     return ImplicitModel.load(path)
 
 
+def print_table(rows) -> None:
+    """Aligned `key  value` lines (floats to 6 significant digits)."""
+    rows = list(rows)
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value:.6g}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+
+
 def write_csv(path, header: list, rows) -> None:
     """A CSV table written atomically (a killed run never leaves half a file)."""
     buf = io.StringIO()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..train.fit import load_config, run_fit
+from .common import print_table
 
 SHOWN = ("train_accuracy", "test_accuracy", "train_rmse", "test_rmse", "teacher_accuracy",
          "teacher_rmse", "params_fraction_of_teacher", "train_loss", "outer_iterations",
@@ -23,11 +24,7 @@ def cmd_fit(args) -> int:
                             overwrite=args.overwrite, progress=not args.no_progress)
     for note in report.get("notes", []):
         print(f"note: {note}")
-    keys = [k for k in SHOWN if report.get(k) is not None]
-    width = max(len(k) for k in keys)
-    for k in keys:
-        v = report[k]
-        print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+    print_table((k, report[k]) for k in SHOWN if report.get(k) is not None)
     uncertified = report.get("uncertified_steps") or []
     if uncertified:
         print(f"  WARNING: {len(uncertified)} step(s) accepted without a certificate "

@@ -11,19 +11,13 @@ from ..data import load_file
 from ..files import OutputDirectory
 from ..numerics import predicted_labels
 from ..report import base_report, write_report
-from .common import class_indices, load_model, positive_int, write_csv
-
-
-def _print_table(rows) -> None:
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
+from .common import class_indices, load_model, positive_int, print_table, write_csv
 
 
 def cmd_info(args) -> int:
     model = load_model(args.model)
     print(args.model)
-    _print_table([(k, json.dumps(v) if isinstance(v, (dict, list)) else v)
+    print_table([(k, json.dumps(v) if isinstance(v, (dict, list)) else v)
                   for k, v in model.describe().items()])
     return 0
 

@@ -30,7 +30,7 @@ from ..gradients import implicit_adjoint
 from ..model import ImplicitModel
 from ..numerics import in_ball, inf_norm
 from ..robust.training import check_s_bound
-from .driver import FitMethod, FitResult, Step, fit_function
+from .driver import AlternatingMethod, FitResult, Step, fit_function
 from .init import init_model
 from .objective import evaluate, evaluate_at, loss_grad, loss_value, penalty_value
 from .options import CertifiedStepOptions, LoopOptions, RowParallelOptions, StateModelOptions
@@ -116,35 +116,22 @@ class StateStep:
         return model.with_weights(A=W[:, :n], B=W[:, n:-1], b_x=W[:, -1])
 
 
-class AdjointMethod(FitMethod):
+class AdjointMethod(AlternatingMethod):
     """Fit an implicit model by alternating certified convex steps with adjoint state targets."""
 
     name = "adjoint"
     Options = AdjointOptions
     State = AdjointState
 
-    @property
-    def max_steps(self) -> int:
-        return self.opts.max_outer
-
-    @property
-    def penalties(self) -> tuple:
-        return self.opts.lam_l1, self.opts.lam_l2
-
     def _objective(self, model, X, U, Y) -> float:
         return loss_value(self.data.loss, model.output(X, U), Y) + penalty_value(model, *self.penalties)
-
-    def _solver_kw(self) -> dict:
-        o = self.opts
-        return dict(n_jobs=o.n_jobs, backend=o.backend, address=o.address,
-                    accept_uncertified=o.accept_uncertified)
 
     def _output_step(self, model, X, U, Y):
         o = self.opts
         mu = relative_anchor(features(X, U, o.include_D), o.anchor_mu)
         return output_step(model, X, U, Y, self.data.loss, include_D=o.include_D, mu=mu,
                            lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.output_tol, s_bound=o.s_bound,
-                           **self._solver_kw())
+                           **self.solver_kw())
 
     def start(self, rng) -> AdjointState:
         o, d = self.opts, self.data
@@ -162,7 +149,7 @@ class AdjointMethod(FitMethod):
                          anchor_mu=o.anchor_mu)
         gaps, notes = [], []
         for trial in range(1, MAX_TRIALS + 1):
-            sol = step.solve(eta, tol=o.tol, **self._solver_kw())
+            sol = step.solve(eta, tol=o.tol, **self.solver_kw())
             gaps.append(sol.max_gap)
             notes += uncertified_record("(A, B) rows", sol)
             cand = step.model(model, sol.W)

@@ -99,6 +99,25 @@ class FitMethod:
         return fit(cls, U, Y, **kwargs)
 
 
+class AlternatingMethod(FitMethod):
+    """A method of alternating certified convex steps (adjoint, fenchel): `max_outer` outer
+    iterations, ℓ1/ℓ2 penalties, row problems on `n_jobs` workers, uncertified steps refused
+    unless `accept_uncertified`."""
+
+    @property
+    def max_steps(self) -> int:
+        return self.opts.max_outer
+
+    @property
+    def penalties(self) -> tuple:
+        return self.opts.lam_l1, self.opts.lam_l2
+
+    def solver_kw(self) -> dict:
+        o = self.opts
+        return dict(n_jobs=o.n_jobs, backend=o.backend, address=o.address,
+                    accept_uncertified=o.accept_uncertified)
+
+
 # ---- state checkpoints ---------------------------------------------------------------------------
 def pack_state(state) -> tuple[ImplicitModel, dict, dict, dict]:
     """(model, JSON fields, arrays, other models) of a state dataclass, for RunLog.checkpoint."""
