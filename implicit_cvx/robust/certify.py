@@ -301,10 +301,10 @@ def _margin_bounds(model, y, boxes: _Boxes, method: str, early_stop: bool):
     todo = _undecided(lower) if early_stop else np.arange(y.size)
     tight = boxes.rows(slice(None))
     if todo.size:
-        sub = linear.tighten(model, boxes.rows(todo))
+        part = (Gx[todo], Gu[todo], gb[todo])
+        sub = linear.tighten(model, boxes.rows(todo), goal=_goal(model, part, skip[todo]) if early_stop else None)
         for k in ("zl", "zu", "xl", "xu"):
             getattr(tight, k)[todo] = getattr(sub, k)
-        part = (Gx[todo], Gu[todo], gb[todo])
         lower[todo] = np.maximum(lower[todo], _with_skip(linear.linear_lower_bounds(model, sub, *part), skip[todo]))
         if method == "linear_alpha":
             todo = _undecided(lower) if early_stop else todo
@@ -314,6 +314,12 @@ def _margin_bounds(model, y, boxes: _Boxes, method: str, early_stop: bool):
     if method == "lp":
         lower = _lp_margins(model, rows, tight, lower, early_stop)
     return lower, tight, rows
+
+
+def _goal(model, rows, skip):
+    """The smallest margin lower bound of some samples, from their current boxes."""
+    return lambda boxes, index: _with_skip(linear.linear_lower_bounds(
+        model, boxes, *(r[index] for r in rows)), skip[index]).min(axis=1, initial=np.inf)
 
 
 def _lp_margins(model, rows, boxes: _Boxes, lower: np.ndarray, early_stop: bool) -> np.ndarray:

@@ -52,8 +52,8 @@ class MILP:
         self.h.cbMipInterrupt.subscribe(self._interrupt)
 
     def _interrupt(self, event) -> None:
-        if self._stop is not None and self._stop(event.data_out):
-            event.interrupt()
+        # set the flag either way: HiGHS keeps it from one run to the next
+        event.interrupt(self._stop is not None and bool(self._stop(event.data_out)))
 
     def minimize(self, gx, gu, gb: float, time_limit: float, decide: bool = True) -> Outcome:
         """min gxᵀx + guᵀu + gb; with decide=True the solver stops as soon as the sign is

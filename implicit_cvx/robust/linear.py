@@ -20,8 +20,8 @@ Samples are rows; objectives are stacked as (m, K, ·) arrays: K objectives per 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,10 +34,11 @@ __all__ = ["Relaxation", "linear_lower_bounds", "optimize_slopes", "relaxation",
 
 PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
 _EXACT = ("relu", "identity")  # evaluated without rounding
-FIXED_POINT_TOL = 1e-13  # relative residual at which the multiplier iteration stops
+FIXED_POINT_TOL = 1e-6  # relative residual at which the multiplier iteration stops (any multiplier is valid)
 FIXED_POINT_MAX_ITER = 60
 ROUNDS = 6  # bound rounds on a cyclic level (acyclic levels need one)
-ROUND_TOL = 1e-9  # a cyclic level stops when no bound moves by more than this (relative)
+ROUND_TOL = 1e-3  # a sample's rounds stop when no bound moves by more than this (relative to its width)
+CHUNK = 64  # samples per batch of stacked objectives
 
 
 # ---- relaxations ---------------------------------------------------------------------------------
@@ -54,6 +55,10 @@ class Relaxation:
     free: np.ndarray
     floor: np.ndarray
     loose: np.ndarray
+
+    def rows(self, index) -> Relaxation:
+        return Relaxation(*(v[index] for v in (self.lower_slope, self.lower_icpt, self.upper_slope,
+                                               self.upper_icpt, self.free, self.floor, self.loose)))
 
 
 def _kinds(model) -> tuple[np.ndarray, np.ndarray]:
@@ -100,16 +105,27 @@ def state_interval(model, zl: np.ndarray, zu: np.ndarray):
 
 
 # ---- multipliers --------------------------------------------------------------------------------
-def _times(X: np.ndarray, M) -> np.ndarray:
-    """X @ M over the last axis of a stacked X (…, n), for dense or sparse M."""
+def _times(X: np.ndarray, M, out: np.ndarray | None = None) -> np.ndarray:
+    """X @ M over the last axis of a stacked X (…, n), for dense or sparse M (into `out`, a
+    C-contiguous array, if given)."""
     flat = X.reshape(-1, X.shape[-1])
-    out = np.asarray(M.T @ flat.T).T if sp.issparse(M) else flat @ M
-    return out.reshape(X.shape[:-1] + (M.shape[1],))
+    shape = X.shape[:-1] + (M.shape[1],)
+    if sp.issparse(M):
+        res = np.asarray(M.T @ flat.T).T.reshape(shape)
+        if out is None:
+            return res
+        out[...] = res
+        return out
+    if out is None:
+        return (flat @ M).reshape(shape)
+    np.matmul(flat, M, out=out.reshape(-1, M.shape[1]))
+    return out
 
 
 class _Solver:
-    """Solves W = C + (λ(W) ∘ W) M row by row for stacked rows (m, K, n), λ ∈ [0, 1]: by plain
-    iteration when M is nilpotent (exact after depth steps), else by the chord iteration
+    """Solves W = C + (λ(W) ∘ W) M row by row for stacked rows (m, K, n), with λ the lower slopes
+    where W ≥ 0 and the upper ones where W < 0 (all in [0, 1]): by plain iteration when M is
+    nilpotent (back-substitution, exact after depth steps), else by the chord iteration
     W ← W − F(W)·(I − Λ̄M)⁻¹ with one inverse per sample (Λ̄ = the mid slopes)."""
 
     def __init__(self, M, mid: np.ndarray | None, triangular: bool):
@@ -117,24 +133,38 @@ class _Solver:
         self.Q = None
         if not triangular:
             Md = dense(M)
-            n = Md.shape[0]
-            self.Q = np.linalg.inv(np.eye(n) - mid[:, :, None] * Md[None])
+            self.Q = np.linalg.inv(np.eye(Md.shape[0]) - mid[:, :, None] * Md[None])
 
-    def solve(self, C: np.ndarray, lam) -> np.ndarray:
-        """W with residual ≤ FIXED_POINT_TOL·scale (or the last iterate); lam(W) gives λ."""
-        W = C.copy() if self.Q is None else np.matmul(C, self.Q)
-        scale = 1.0 + np.abs(C).max(initial=0.0)
+    def solve(self, C: np.ndarray, lower, upper, W0=None) -> np.ndarray:
+        """W with max |F(W)| ≤ FIXED_POINT_TOL·(1 + max |C|), or the last iterate (any W gives a
+        valid bound; only its tightness depends on the residual), from W0 if given (else from
+        the solution for the mid slopes). In place, allocation-free."""
+        if W0 is not None:
+            W = np.array(W0, dtype=float)
+        else:
+            W = C.copy() if self.Q is None else np.matmul(C, self.Q)
+        N, T, F = np.empty_like(W), np.empty_like(W), np.empty_like(W)
+        step = lower - upper
+        tol = FIXED_POINT_TOL * (1.0 + np.abs(C).max(initial=0.0))
         for _ in range(FIXED_POINT_MAX_ITER):
-            F = W - C - _times(lam(W) * W, self.M)
-            if np.abs(F).max(initial=0.0) <= FIXED_POINT_TOL * scale:
+            _slope_times(W, upper, step, out=(N, T))
+            _times(N, self.M, out=F)
+            np.subtract(W, F, out=F)
+            F -= C
+            if np.abs(F, out=T).max(initial=0.0) <= tol:
                 break
-            W -= F if self.Q is None else np.matmul(F, self.Q)
+            W -= F if self.Q is None else np.matmul(F, self.Q, out=T)
         return W
 
 
-def _sign_slopes(lower, upper):
-    """λ(W): the lower slope where W ≥ 0, the upper one where W < 0."""
-    return lambda W: np.where(W >= 0, lower, upper)
+def _slope_times(W, upper, step, out):
+    """λ(W)∘W = upper∘W + (lower − upper)∘max(W, 0) into out[0] (out[1] is scratch)."""
+    N, T = out
+    np.multiply(W, upper, out=N)
+    np.maximum(W, 0.0, out=T)
+    T *= step
+    N += T
+    return N
 
 
 # ---- the bound -------------------------------------------------------------------------------------
@@ -156,23 +186,22 @@ def _evaluate(model, boxes, rel_lower, rel_upper, N, C, D, e) -> np.ndarray:
     aN = np.abs(N)
     zmax, xmax = np.maximum(np.abs(zl), np.abs(zu)), np.maximum(np.abs(xl), np.abs(xu))
     umax = np.maximum(np.abs(ul), np.abs(uu))
+    Ax, Bu = _times(xmax, absolute(A).T), _times(umax, absolute(B).T)  # |A|·xmax, |B|·umax per sample
     magnitude = (np.abs(e) + aN @ np.abs(b) + np.abs(t_icpt).sum(-1) + np.abs(t_z).sum(-1)
-                 + np.abs(t_u).sum(-1)
-                 + ((np.abs(C) + _times(aN, absolute(A))) * xmax).sum(-1)
-                 + ((np.abs(D) + _times(aN, absolute(B))) * umax).sum(-1)
-                 + ((np.abs(slope * W) + aN) * zmax).sum(-1))
+                 + np.abs(t_u).sum(-1) + (np.abs(C) * xmax).sum(-1) + (np.abs(D) * umax).sum(-1)
+                 + (aN * (Ax + Bu + zmax)).sum(-1) + (np.abs(slope * W) * zmax).sum(-1))
     k = 3 * model.n_states + 2 * model.n_inputs + 16
     return np.nextafter(value - 2 * gamma(k) * magnitude, -np.inf)
 
 
-def _bound(model, boxes, rel: Relaxation, solver: _Solver, C, D, e, lower_slope=None):
+def _bound(model, boxes, rel: Relaxation, solver: _Solver, C, D, e, lower_slope=None, W0=None):
     """(bound (m, K), W) for the objectives with the relaxation `rel` (lower slopes overridden
-    per objective by lower_slope (m, K, n) if given)."""
+    per objective by lower_slope (m, K, n) if given; W0 a starting point for the multipliers)."""
     lo = (rel.lower_slope[:, None, :] if lower_slope is None else lower_slope, rel.lower_icpt[:, None, :])
     up = (rel.upper_slope[:, None, :], rel.upper_icpt[:, None, :])
-    lam = _sign_slopes(lo[0], up[0])
-    W = solver.solve(C, lam)
-    return _evaluate(model, boxes, lo, up, lam(W) * W, C, D, e), W
+    W = solver.solve(C, lo[0], up[0], W0)
+    N = _slope_times(W, up[0], lo[0] - up[0], out=(np.empty_like(W), np.empty_like(W)))
+    return _evaluate(model, boxes, lo, up, N, C, D, e), W
 
 
 def _solver(model, rel: Relaxation, triangular: bool) -> _Solver:
@@ -189,6 +218,14 @@ def linear_lower_bounds(model, boxes, C, D, e, rel: Relaxation | None = None) ->
 
 
 # ---- pre-activation bounds -------------------------------------------------------------------------
+_BOX_FIELDS = ("zl", "zu", "xl", "xu", "ul", "uu")
+
+
+def _take(boxes, index) -> SimpleNamespace:
+    """A copy of the boxes of some samples."""
+    return SimpleNamespace(**{k: np.array(getattr(boxes, k)[index], dtype=float) for k in _BOX_FIELDS})
+
+
 def _rows_of(loose: np.ndarray, states: np.ndarray):
     """Per sample, the loose states among `states` packed first: (sel (m, K) state ids, valid)."""
     mask = loose[:, states]
@@ -205,8 +242,9 @@ def _state_objectives(model, sel: np.ndarray, valid: np.ndarray):
     return np.concatenate([C, -C], 1), np.concatenate([D, -D], 1), np.concatenate([e, -e], 1)
 
 
-def _update(model, boxes, sel, valid, lb) -> float:
-    """Intersect the z boxes of the selected states with the new bounds; the largest relative move."""
+def _update(model, boxes, sel, valid, lb) -> np.ndarray:
+    """Intersect the z boxes of the selected states with the new bounds (and the x boxes with
+    their image); per sample, the largest move relative to the old width."""
     K = sel.shape[1]
     rows = np.arange(sel.shape[0])[:, None]
     lo, hi = np.where(valid, lb[:, :K], -np.inf), np.where(valid, -lb[:, K:], np.inf)
@@ -218,32 +256,81 @@ def _update(model, boxes, sel, valid, lb) -> float:
     xl, xu = state_interval(model, boxes.zl, boxes.zu)
     boxes.xl, boxes.xu = np.maximum(boxes.xl, xl), np.minimum(boxes.xu, xu)
     width = np.maximum(old_u - old_l, 1e-300)
-    return float(np.max(((new_l - old_l) + (old_u - new_u)) / width, initial=0.0))
+    return np.max(((new_l - old_l) + (old_u - new_u)) / width, axis=1, initial=0.0)
 
 
-def tighten(model, boxes, rounds: int = ROUNDS, tol: float = ROUND_TOL):
-    """A copy of `boxes` (zl, zu, xl, xu, ul, uu; (m, ·) arrays containing every equilibrium) with
+def _chunks(model, count: np.ndarray):
+    """Sample indices in batches of similar `count` (little padding), each small enough that its
+    per-sample n×n arrays stay within about 2·10⁷ entries."""
+    size = int(max(1, min(CHUNK, 2e7 // max(model.n_states, 1) ** 2)))
+    order = np.argsort(count, kind="stable")
+    return [order[k : k + size] for k in range(0, order.size, size)]
+
+
+def _rounds(model, boxes, states, rounds: int, tol: float, goal, index, triangular: bool) -> np.ndarray:
+    """Bound rounds on `states` for the samples of `boxes` (updated in place; `index` = their
+    ids for `goal`); each round warm-starts the multipliers of every state's objective from the
+    round before. Returns the mask of samples the goal decided (see `tighten`)."""
+    m, n = boxes.zl.shape
+    warm = np.zeros((m, 2, n, n))  # W of the last round, per sample, side (z, −z) and state
+    decided = np.zeros(m, dtype=bool)
+    previous = np.full(m, -np.inf)
+    active = np.arange(m)
+    for r in range(rounds):
+        part = _take(boxes, active)
+        rel = relaxation(model, part)
+        sel, valid = _rows_of(rel.loose, states)
+        if not sel.shape[1]:
+            break
+        rows = active[:, None, None]
+        W0 = warm[rows, np.arange(2)[None, :, None], sel[:, None, :]].reshape(sel.shape[0], -1, n)
+        lb, W = _bound(model, part, rel, _solver(model, rel, triangular), *_state_objectives(model, sel, valid),
+                       W0=W0)
+        warm[rows, np.arange(2)[None, :, None], sel[:, None, :]] = W.reshape(sel.shape[0], 2, -1, n)
+        done = _update(model, part, sel, valid, lb) <= tol
+        for k in ("zl", "zu", "xl", "xu"):
+            getattr(boxes, k)[active] = getattr(part, k)
+        if goal is not None and rounds > 1:
+            bound = goal(part, index[active])
+            # stop when certified, or when even the last gain repeated every round left would
+            # not reach 0 (gains shrink from round to round): a heuristic that only cuts work
+            stop = (bound > 0) | (bound + (bound - previous[active]) * (rounds - 1 - r) <= 0)
+            decided[active[stop]] = True
+            previous[active] = bound
+            done |= stop
+        active = active[~done]
+        if not active.size:
+            break
+    return decided
+
+
+def tighten(model, boxes, rounds: int = ROUNDS, tol: float = ROUND_TOL, goal=None):
+    """A copy of `boxes` (zl, zu, xl, xu, ul, uu: (m, ·) arrays containing every equilibrium) with
     the pre-activation bounds of the loose states tightened by linear bounds: level by level in
     topological order (one round per acyclic level, so a feed-forward network gets exactly CROWN
     with every intermediate bound intersected with the starting box), rounds on cyclic levels
-    until no bound moves by more than tol (relative to its width) or `rounds` is reached."""
-    boxes = copy.copy(boxes)
-    boxes.zl, boxes.zu, boxes.xl, boxes.xu = (np.array(v, dtype=float) for v in
-                                              (boxes.zl, boxes.zu, boxes.xl, boxes.xu))
+    until a sample's bounds move by at most tol (relative to their width) or `rounds` is
+    reached. goal(boxes of some samples, their indices) → a bound per sample (e.g. its smallest
+    margin bound): on cyclic levels a sample stops as soon as its bound is > 0 (its boxes
+    certify it), or when that bound, improved by its last gain for every remaining round,
+    would still be ≤ 0."""
+    out = _take(boxes, slice(None))
     structure = block_structure(model.A)
-    triangular = structure.is_triangular
+    pending = np.ones(out.zl.shape[0], dtype=bool)  # not yet decided by the goal
     for level in range(structure.n_levels):
         states = structure.level_states(level)
         cyclic = any(structure.cyclic[k] for k in structure.levels[level])
-        for _ in range(rounds if cyclic else 1):
-            rel = relaxation(model, boxes)
-            sel, valid = _rows_of(rel.loose, states)
-            if not sel.shape[1]:
-                break
-            lb, _ = _bound(model, boxes, rel, _solver(model, rel, triangular), *_state_objectives(model, sel, valid))
-            if _update(model, boxes, sel, valid, lb) <= tol:
-                break
-    return boxes
+        todo = np.flatnonzero(pending)
+        loose = relaxation(model, _take(out, todo)).loose[:, states].sum(axis=1)
+        for chunk in _chunks(model, loose):
+            idx = todo[chunk]
+            part = _take(out, idx)
+            decided = _rounds(model, part, states, rounds if cyclic else 1, tol, goal, idx,
+                              structure.is_triangular)
+            for k in ("zl", "zu", "xl", "xu"):
+                getattr(out, k)[idx] = getattr(part, k)
+            pending[idx[decided]] = False
+    return out
 
 
 # ---- optimized lower slopes ----------------------------------------------------------------------
@@ -286,5 +373,5 @@ def _slope_gradient(model, boxes, rel, adjoint, At, Bt, W, alpha, D) -> np.ndarr
     H = D + _times(lam * W, model.B)
     ustar = np.where(H >= 0, boxes.ul[:, None, :], boxes.uu[:, None, :])
     G = _times(icpt, At) + _times(ustar, Bt) + model.b_x
-    rho = adjoint.solve(G, lambda _: lam)
+    rho = adjoint.solve(G, lam, lam)
     return np.where(pos & rel.free[:, None, :], W * rho, 0.0)

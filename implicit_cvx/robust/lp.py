@@ -77,7 +77,7 @@ class Formulation:
         if exact:
             rows = G.shape[0]
             D = sp.lil_matrix((rows, k))
-            D[rows - 2 * k + np.arange(k), np.arange(k)] = ((1 - beta[free]) * zl)[:, None]
+            D[rows - 2 * k + np.arange(k), np.arange(k)] = (-(1 - beta[free]) * zl)[:, None]
             D[rows - k + np.arange(k), np.arange(k)] = (-(1 - beta[free]) * zu)[:, None]
             G = sp.hstack([G, D.tocsr()], format="csr")
         col_lower = np.concatenate([one.xl[0], one.zl[0], one.ul[0], np.zeros(k)])
