@@ -100,24 +100,30 @@ def input_box(U: np.ndarray, eps, domain=None) -> tuple[np.ndarray, np.ndarray]:
     hi = np.where(e > 0, np.nextafter(U + e, np.inf), U)
     if domain is not None:
         d_lo, d_hi = _check_domain(domain, U.shape[-1])
-        if U.size and (np.any(U < d_lo) or np.any(U > d_hi)):
-            raise ValueError(
-                f"inputs range over [{U.min():.6g}, {U.max():.6g}], outside the domain "
-                f"{_domain_repr(domain)}: give the domain in the model's input units, or domain=None"
-            )
+        _require_inside(U, d_lo, d_hi, domain)
         lo, hi = np.maximum(lo, d_lo), np.minimum(hi, d_hi)
     return lo, hi
 
 
 def _inner_box(U: np.ndarray, eps, domain=None) -> tuple[np.ndarray, np.ndarray]:
     """A box inside the ℓ∞ ball ∩ domain (ends rounded inward): where counterexamples live."""
+    U = np.asarray(U, dtype=float)
     e = _check_eps(eps, U.shape[-1])
     lo = np.minimum(np.nextafter(np.nextafter(U - e, np.inf), np.inf), U)
     hi = np.maximum(np.nextafter(np.nextafter(U + e, -np.inf), -np.inf), U)
     if domain is not None:
         d_lo, d_hi = _check_domain(domain, U.shape[-1])
+        _require_inside(U, d_lo, d_hi, domain)
         lo, hi = np.maximum(lo, d_lo), np.minimum(hi, d_hi)
     return lo, hi
+
+
+def _require_inside(U, d_lo, d_hi, domain) -> None:
+    if U.size and (np.any(U < d_lo) or np.any(U > d_hi)):
+        raise ValueError(
+            f"inputs range over [{U.min():.6g}, {U.max():.6g}], outside the domain "
+            f"{_domain_repr(domain)}: give the domain in the model's input units, or domain=None"
+        )
 
 
 def _domain_repr(domain):
