@@ -293,3 +293,92 @@ def test_a_sloppy_equilibrium_is_covered_by_the_residual_widening(method, monkey
     assert np.all(lower <= exact) and np.all(exact <= upper)
     if method == "box":  # the refined methods shrink the widened box back towards the point
         assert np.all(upper - lower > 1e-4)
+
+
+# ---- one-logit models, per-feature radii and domains, result fields --------------------------------
+def _one_logit_pair(seed):
+    """A one-output model (class 1 iff ŷ > 0) and the two-output model with logits (0, ŷ): their
+    margins coincide for every input."""
+    base = random_model(seed, 6, 3, 1)
+    two = base.with_weights(C=np.vstack([np.zeros(6), base.C]), D=np.vstack([np.zeros(3), base.D]),
+                            b_y=np.array([0.0, base.b_y[0]]))
+    return base, two
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_logit_models_match_their_two_logit_twin(method):
+    one, two = _one_logit_pair(12)
+    rng = np.random.default_rng(12)
+    U = rng.uniform(-1, 1, size=(16, 3))
+    y = (one.predict(U)[:, 0] > 0).astype(int)
+    y[:2] = 1 - y[:2]  # two clean errors
+    a = certify(one, U, y, [0.0, 0.1, 0.3], method)
+    b = certify(two, U, y, [0.0, 0.1, 0.3], method)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    np.testing.assert_array_equal(a.status, b.status)
+    assert a.clean_accuracy == b.clean_accuracy < 1.0
+    mlb = margin_lower_bounds(one, U, y, 0.1, method)
+    ref = margin_lower_bounds(two, U, y, 0.1, method)
+    assert mlb.shape == (16, 1)
+    np.testing.assert_allclose(mlb[:, 0], ref[np.arange(16), 1 - y], atol=1e-6)
+    lo, hi = input_box(U, 0.1)
+    for P in _samples_in_box(rng, lo, hi, 40):  # sound: (2y − 1)ŷ never below the bound
+        assert np.all((2 * y - 1) * _outputs(one, P)[:, 0] >= mlb[:, 0] - 1e-9)
+
+
+def test_one_logit_labels_must_be_zero_or_one():
+    one, _ = _one_logit_pair(13)
+    with pytest.raises(ValueError, match="0..1"):
+        certify(one, np.zeros((2, 3)), [0, 2], [0.1])
+
+
+def test_per_feature_radii_and_domains():
+    U = np.array([[0.0, 0.5, 1.0], [0.2, 0.2, 0.2]])
+    lo, hi = input_box(U, [0.1, 0.0, 0.3], ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1]))
+    np.testing.assert_allclose(lo, [[0.0, 0.5, 0.7], [0.1, 0.2, 0.0]])
+    np.testing.assert_allclose(hi, [[0.1, 0.5, 1.1], [0.3, 0.2, 0.5]])
+    assert np.all(lo[:, 1] == U[:, 1]) and np.all(hi[:, 1] == U[:, 1])  # radius 0: not perturbed
+    with pytest.raises(ValueError, match="outside the domain"):
+        input_box(U, 0.1, ([0.0, 0.6, 0.0], 1.0))
+    with pytest.raises(ValueError, match="one radius per input feature"):
+        input_box(U, [0.1, 0.2], None)
+    with pytest.raises(ValueError, match="lo < hi"):
+        input_box(U, 0.1, ([0.0, 1.0, 0.0], [1.0, 1.0, 1.1]))
+    model = random_model(14, 6, 3, 3)
+    y = model.predict(U).argmax(axis=1)
+    scale = np.array([1.0, 0.0, 2.0])
+    res = certify(model, U, y, [0.05, 0.1], "linear", ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1]),
+                  eps_scale=scale)
+    for k, e in enumerate((0.05, 0.1)):
+        mlb = margin_lower_bounds(model, U, y, e * scale, "linear", ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1]))
+        np.testing.assert_array_equal(res.certified[:, k], mlb.min(axis=1) > 0)
+    assert res.eps_scale == scale.tolist() and res.domain == ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1])
+
+
+@pytest.mark.parametrize("method", BOUND_METHODS)
+def test_bound_methods_report_status_but_no_falsified_share(method):
+    model = random_model(15, 6, 3, 3)
+    rng = np.random.default_rng(15)
+    U = rng.uniform(-1, 1, size=(10, 3))
+    y = model.predict(U).argmax(axis=1)
+    y[0] = (y[0] + 1) % 3
+    res = certify(model, U, y, [0.0, 0.2], method)
+    assert res.falsified is None and res.unknown is None and res.counterexamples is None
+    assert res.status[0, 0] == res.status[0, 1] == "falsified"  # a clean error
+    np.testing.assert_array_equal(res.status == "certified", res.certified)
+    assert set(np.unique(res.status)) <= {"certified", "falsified", "unknown"}
+    finite = np.isfinite(res.margin_bounds)
+    assert np.all((res.margin_bounds[finite] > 0) == res.certified[finite])
+
+
+def test_boxes_of_all_radii_at_once_equal_one_radius_at_a_time():
+    from implicit_cvx.robust.certify import _boxes_per_eps
+
+    model = random_model(16, 6, 3, 3)
+    U = np.random.default_rng(16).uniform(0, 1, size=(5, 3))
+    together = _boxes_per_eps(model, U, [0.01, 0.1, 0.3], "interval", (0, 1))
+    for e, boxes in zip([0.01, 0.1, 0.3], together, strict=True):
+        alone = _boxes(model, U, e, "interval", (0, 1))
+        for k in ("ul", "uu", "xl", "xu", "zl", "zu"):
+            np.testing.assert_allclose(getattr(boxes, k), getattr(alone, k), rtol=0, atol=1e-12)

@@ -44,9 +44,11 @@ TIME_LIMIT = 60.0  # seconds per sample and ε for "exact"
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def _check_method(method: str) -> str:
+def _check_method(method: str, model) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown certification method {method!r}; choose one of {METHODS}")
+    if method == "exact":
+        exact.check_model(model)
     return method
 
 
@@ -350,7 +352,7 @@ def output_bounds(model, U, eps, method: str = "interval", domain=None, solver: 
     """Certified (lower, upper) bounds (m, q) of ŷ over the ℓ∞ ball of radius eps (scalar or one
     per feature) around each row of U, clipped to domain=(lo, hi) if given. For "exact", the
     proven bounds of the mixed-integer programs (time limit TIME_LIMIT per output and side)."""
-    _check_method(method)
+    _check_method(method, model)
     _check_solver(solver)
     U = model.check_inputs(U)
     boxes = _boxes(model, U, eps, "box" if method == "box" else "interval", domain)
@@ -385,7 +387,7 @@ def margin_lower_bounds(model, U, y, eps, method: str = "interval", domain=None,
     """Certified lower bounds (m, J) of the margins over the ℓ∞ ball: J = q with entry j the
     bound of ŷ_y − ŷ_j (+inf at j = y), or J = 1 for a one-output model ((2y − 1)ŷ). For "exact",
     the proven lower bounds of the mixed-integer programs (time limit TIME_LIMIT each)."""
-    _check_method(method)
+    _check_method(method, model)
     _check_solver(solver)
     U = model.check_inputs(U)
     y = check_labels(y, U.shape[0], model.n_outputs)
@@ -479,7 +481,7 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
     stronger methods run only where the weaker bounds do not certify; "exact" gives each sample
     at most time_limit seconds per ε."""
     start = time.perf_counter()
-    _check_method(method)
+    _check_method(method, model)
     _check_solver(solver)
     U = model.check_inputs(U)
     m, p = U.shape

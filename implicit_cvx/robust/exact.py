@@ -4,8 +4,10 @@ With sound pre-activation bounds l ≤ z ≤ ū, an unstable state x = max(z, β
 by a binary δ: x ≥ z, x ≥ βz, x ≤ z − (1 − β)l(1 − δ), x ≤ βz + (1 − β)ū·δ; stable states are
 linear; z = Ax + Bu + b_x; u in its box. For each u the only feasible (x, z) is the unique
 equilibrium (well-posedness), so the program's minimum is the exact worst-case margin.
-A margin is certified when the solver's proven dual bound exceeds its tolerance allowance
-(`SLACK`·(1 + Σ|objective coefficient|·|variable bound|)); it is falsified by the solver's
+A margin is certified when the solver's proven dual bound exceeds its tolerance allowance: with
+primal, dual and integrality feasibility tolerances τ, the bound can be off by about
+τ·Σ_j (1 + |c_j|)·max|v_j| (a reduced cost or a bound violated by τ), and we subtract ten times
+that (`SLACK` = 10τ). It is falsified by the solver's
 primal point only after that input's equilibrium and prediction are recomputed in float64
 (inside the ε-ball, rounded inward) and the label is seen to change; otherwise it is unknown.
 """
@@ -19,11 +21,19 @@ import numpy as np
 
 from .lp import Formulation, dual_bound
 
-__all__ = ["MILP", "Outcome", "decide_margins", "margin_range"]
+__all__ = ["MILP", "Outcome", "check_model", "decide_margins", "margin_range"]
 
-MILP_TOL = 1e-9  # HiGHS primal and integrality feasibility tolerances
-SLACK = 1e-6  # relative allowance for those tolerances in a certified dual bound
+MILP_TOL = 1e-9  # HiGHS primal, dual and integrality feasibility tolerances
+SLACK = 10 * MILP_TOL  # allowance per unit of Σ_j (1 + |c_j|)·max|v_j| in a certified dual bound
 EQ_TOL = 1e-13  # equilibrium tolerance when a counterexample is checked
+
+
+def check_model(model) -> None:
+    """Refuse models with states that are not relu / leaky_relu / identity (not exactly encodable)."""
+    bad = sorted({act.name for act, _, _ in model.activation.blocks} - {"relu", "leaky_relu", "identity"})
+    if bad:
+        raise ValueError(f"exact verification needs relu / leaky_relu / identity states, got {bad}; "
+                         "use method='linear' or 'lp' for smooth activations")
 
 
 @dataclass
@@ -43,7 +53,8 @@ class MILP:
     def __init__(self, model, boxes, i: int):
         self.f = Formulation.build(model, boxes, i, exact=True)
         self.h = self.f.highs()
-        for option in ("mip_feasibility_tolerance", "primal_feasibility_tolerance"):
+        for option in ("mip_feasibility_tolerance", "primal_feasibility_tolerance",
+                       "dual_feasibility_tolerance"):
             self.h.setOptionValue(option, MILP_TOL)
         self.h.setOptionValue("mip_rel_gap", 0.0)
         self.n = model.n_states
@@ -60,7 +71,7 @@ class MILP:
         settled (dual bound above the allowance, or a point below −allowance)."""
         c = self.f.cost(gx, gu)
         vmax = np.maximum(np.abs(self.f.col_lower), np.abs(self.f.col_upper))
-        slack = SLACK * (1.0 + np.abs(c) @ vmax)
+        slack = SLACK * (1.0 + (1.0 + np.abs(c)) @ vmax)
         if decide:
             self._stop = lambda out: out.mip_dual_bound + gb > slack or out.mip_primal_bound + gb < -slack
         self.h.changeColsCost(c.size, np.arange(c.size, dtype=np.int32), c)
