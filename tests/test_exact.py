@@ -9,7 +9,14 @@ import pytest
 from scipy.optimize import linprog
 from test_bounds import random_model
 
-from implicit_cvx.robust import certify, input_box, margin_lower_bounds, margin_range, margin_rows, tighten
+from implicit_cvx.robust import (
+    certify,
+    input_box,
+    margin_lower_bounds,
+    margin_range,
+    margin_rows,
+    tighten,
+)
 from implicit_cvx.robust.certify import _boxes
 
 LEAKY = {"name": "leaky_relu", "alpha": 0.2}
