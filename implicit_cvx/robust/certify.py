@@ -168,12 +168,18 @@ def _residuals(model, U: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.nextafter((np.abs(X - PZ) + err).max(axis=1, initial=0.0), np.inf)
 
 
-def _start_boxes(model, ul: np.ndarray, uu: np.ndarray) -> _Boxes:
-    """Thm 4.1 box around the equilibrium at the centre of each input box, widened by the
-    equilibrium residual: x ∈ x̂ ± (I − |A|)⁻¹(|B|h + r𝟙) — one verified solve for all samples."""
+def _start_boxes(model, ul: np.ndarray, uu: np.ndarray, centre=None, X=None) -> _Boxes:
+    """Thm 4.1 box around the equilibrium x̂ at a centre of each input box (its midpoint, or the
+    given centre with its equilibrium X), widened by the equilibrium residual:
+    x ∈ x̂ ± (I − |A|)⁻¹(|B|h + r𝟙), h the largest distance from the centre to the box — one
+    verified solve for all samples."""
     require_pf_below_one(model.A)
-    centre, h = _mid_rad(ul, uu)
-    X, _ = model.equilibrium(centre, return_info=True, tol=EQ_TOL, raise_on_failure=False)
+    if centre is None:
+        centre, h = _mid_rad(ul, uu)
+    else:
+        h = np.nextafter(np.maximum(centre - ul, uu - centre), np.inf)
+    if X is None:
+        X, _ = model.equilibrium(centre, return_info=True, tol=EQ_TOL, raise_on_failure=False)
     r = _residuals(model, centre, X)
     rhs = np.asarray(absolute(model.B) @ h.T) * (1.0 + gamma(model.n_inputs + 1)) + r[None, :]
     rad = np.nextafter(resolvent_upper(absolute(model.A), np.nextafter(rhs, np.inf)).T, np.inf)
@@ -238,15 +244,16 @@ def _boxes(model, U, eps, method: str, domain) -> _Boxes:
     return boxes if method == "box" else _refine(model, boxes)
 
 
-def _boxes_per_eps(model, U, radii, method: str, domain) -> list[_Boxes]:
-    """The boxes of every radius at once (one equilibrium batch, one verified solve, one interval
-    iteration over all samples × radii), split back per radius."""
-    m = U.shape[0]
+def _boxes_per_eps(model, U, radii, method: str, domain, X) -> list[_Boxes]:
+    """The boxes of every radius at once, all centred at the samples U with their equilibria X
+    (one verified solve, one interval iteration over all samples × radii), split per radius."""
+    m, k = U.shape[0], len(radii)
     boxes = [input_box(U, e, domain) for e in radii]
-    stacked = _start_boxes(model, np.concatenate([b[0] for b in boxes]), np.concatenate([b[1] for b in boxes]))
+    stacked = _start_boxes(model, np.concatenate([b[0] for b in boxes]), np.concatenate([b[1] for b in boxes]),
+                           np.tile(U, (k, 1)), np.tile(X, (k, 1)))
     if method != "box":
         stacked = _refine(model, stacked)
-    return [stacked.rows(slice(k * m, (k + 1) * m)) for k in range(len(radii))]
+    return [stacked.rows(slice(j * m, (j + 1) * m)) for j in range(k)]
 
 
 # ---- margins as linear objectives ---------------------------------------------------------------
@@ -491,7 +498,8 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
         raise ValueError("eps_list is empty: give at least one radius, e.g. [0.0, 0.01]")
     scale = _check_scale(eps_scale, p)
     radii = [e if scale is None else e * scale for e in eps]
-    logits = model.predict(U, tol=EQ_TOL, raise_on_failure=False)
+    X = model.equilibrium(U, tol=EQ_TOL, raise_on_failure=False)
+    logits = model.output(X, U)
     clean_margins = _clean_margins(logits, y).min(axis=1, initial=np.inf)
     correct = clean_margins > 0
     K = len(eps)
@@ -499,7 +507,7 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
     bounds = np.full((m, K), -np.inf)
     counter = np.full((m, K, p), np.nan) if method in DECIDING else None
     rows = np.flatnonzero(correct)
-    per_eps = _boxes_per_eps(model, U[rows], radii, method, domain) if rows.size else []
+    per_eps = _boxes_per_eps(model, U[rows], radii, method, domain, X[rows]) if rows.size else []
     alive = np.ones(rows.size, dtype=bool)
     order = np.argsort(eps, kind="stable")
     for pos, k in enumerate(order):
