@@ -324,7 +324,8 @@ def _margin_bounds(model, y, boxes: _Boxes, method: str, early_stop: bool):
         if method == "linear_alpha":
             todo = _undecided(lower) if early_stop else todo
             sub = tight.rows(todo)
-            opt = linear.optimize_slopes(model, sub, Gx[todo], Gu[todo], gb[todo], target=0.0 if early_stop else None)
+            const = np.where(skip[todo], 1.0, gb[todo])  # skipped rows: the constant 1, never in the way
+            opt = linear.optimize_slopes(model, sub, Gx[todo], Gu[todo], const, target=0.0 if early_stop else None)
             lower[todo] = np.maximum(lower[todo], _with_skip(opt, skip[todo]))
     if method == "lp":
         lower = _lp_margins(model, rows, tight, lower, early_stop)

@@ -209,12 +209,24 @@ def _solver(model, rel: Relaxation, triangular: bool) -> _Solver:
     return _Solver(model.A, mid, triangular)
 
 
-def linear_lower_bounds(model, boxes, C, D, e, rel: Relaxation | None = None) -> np.ndarray:
+def linear_lower_bounds(model, boxes, C, D, e) -> np.ndarray:
     """Certified lower bounds (m, K) of the objectives C x + D u + e ((m, K, n), (m, K, p),
     (m, K)) over the equilibria of inputs in the boxes (which must contain them)."""
-    rel = relaxation(model, boxes) if rel is None else rel
-    solver = _solver(model, rel, block_structure(model.A).is_triangular)
-    return _bound(model, boxes, rel, solver, C, D, e)[0]
+    triangular = block_structure(model.A).is_triangular
+
+    def bound(part, C, D, e):
+        rel = relaxation(model, part)
+        return _bound(model, part, rel, _solver(model, rel, triangular), C, D, e)[0]
+
+    return _chunked(model, boxes, bound, C, D, e)
+
+
+def _chunked(model, boxes, fn, C, D, e) -> np.ndarray:
+    """fn(boxes of a chunk of samples, their C, D, e) → (k, K), over chunks of samples."""
+    out = np.empty(C.shape[:2])
+    for idx in _chunks(model, np.zeros(out.shape[0])):
+        out[idx] = fn(_take(boxes, idx), C[idx], D[idx], e[idx])
+    return out
 
 
 # ---- pre-activation bounds -------------------------------------------------------------------------
@@ -340,11 +352,17 @@ def optimize_slopes(model, boxes, C, D, e, iterations: int = 20, target: float |
     step halving. Every iterate is a certified bound; the best one is returned. Objectives whose
     bound exceeds `target` stop early. Gradient: with ν = Λ(c + Aᵀν) and the bound
     Σ w_i t_i + min_u hᵀu + νᵀb_x + e, ∂bound/∂α_i = w_i ρ_i where (I − AΛ)ρ = A t + B u* + b_x."""
+    triangular = block_structure(model.A).is_triangular
+    return _chunked(model, boxes, lambda part, C, D, e: _ascent(model, part, C, D, e, iterations, target, triangular),
+                    C, D, e)
+
+
+def _ascent(model, boxes, C, D, e, iterations: int, target, triangular: bool) -> np.ndarray:
+    """The projected gradient ascent of `optimize_slopes` on one chunk of samples."""
     rel = relaxation(model, boxes)
-    structure = block_structure(model.A)
-    solver = _solver(model, rel, structure.is_triangular)
+    solver = _solver(model, rel, triangular)
     At, Bt = dense(model.A).T, dense(model.B).T
-    adjoint = _Solver(At, 0.5 * (rel.lower_slope + rel.upper_slope), structure.is_triangular)
+    adjoint = _Solver(At, 0.5 * (rel.lower_slope + rel.upper_slope), triangular)
     free = rel.free[:, None, :]
     alpha = np.broadcast_to(rel.lower_slope[:, None, :], C.shape).copy()
     best_alpha, best_grad = alpha.copy(), np.zeros_like(alpha)
