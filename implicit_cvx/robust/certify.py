@@ -245,14 +245,16 @@ def _boxes(model, U, eps, method: str, domain) -> _Boxes:
 
 
 def _boxes_per_eps(model, U, radii, method: str, domain, X) -> list[_Boxes]:
-    """The boxes of every radius at once, all centred at the samples U with their equilibria X
-    (one verified solve, one interval iteration over all samples × radii), split per radius."""
+    """The boxes of every radius at once (one verified solve, one interval iteration over all
+    samples × radii), split per radius; refined boxes start around the samples U with their
+    equilibria X (the refinement forgets its start), "box" around each clipped box's midpoint."""
     m, k = U.shape[0], len(radii)
     boxes = [input_box(U, e, domain) for e in radii]
-    stacked = _start_boxes(model, np.concatenate([b[0] for b in boxes]), np.concatenate([b[1] for b in boxes]),
-                           np.tile(U, (k, 1)), np.tile(X, (k, 1)))
-    if method != "box":
-        stacked = _refine(model, stacked)
+    lo, hi = np.concatenate([b[0] for b in boxes]), np.concatenate([b[1] for b in boxes])
+    if method == "box":  # no refinement: start from the tighter box around each clipped box's midpoint
+        stacked = _start_boxes(model, lo, hi)
+    else:
+        stacked = _refine(model, _start_boxes(model, lo, hi, np.tile(U, (k, 1)), np.tile(X, (k, 1))))
     return [stacked.rows(slice(j * m, (j + 1) * m)) for j in range(k)]
 
 
@@ -356,7 +358,7 @@ def _lp_margins(model, rows, boxes: _Boxes, lower: np.ndarray, early_stop: bool)
 
 
 # ---- public API -----------------------------------------------------------------------------------
-def output_bounds(model, U, eps, method: str = "interval", domain=None, solver: str = "HIGHS"):
+def output_bounds(model, U, eps, method: str = "linear", domain=None, solver: str = "HIGHS"):
     """Certified (lower, upper) bounds (m, q) of ŷ over the ℓ∞ ball of radius eps (scalar or one
     per feature) around each row of U, clipped to domain=(lo, hi) if given. For "exact", the
     proven bounds of the mixed-integer programs (time limit TIME_LIMIT per output and side)."""
@@ -391,7 +393,7 @@ def _check_solver(solver: str) -> None:
         raise ValueError(f"solver {solver!r} is not supported: the LP and MILP are solved with HiGHS (solver='HIGHS')")
 
 
-def margin_lower_bounds(model, U, y, eps, method: str = "interval", domain=None, solver: str = "HIGHS"):
+def margin_lower_bounds(model, U, y, eps, method: str = "linear", domain=None, solver: str = "HIGHS"):
     """Certified lower bounds (m, J) of the margins over the ℓ∞ ball: J = q with entry j the
     bound of ŷ_y − ŷ_j (+inf at j = y), or J = 1 for a one-output model ((2y − 1)ŷ). For "exact",
     the proven lower bounds of the mixed-integer programs (time limit TIME_LIMIT each)."""
