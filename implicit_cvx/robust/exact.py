@@ -64,7 +64,7 @@ class MILP:
 
     def _interrupt(self, event) -> None:
         # set the flag either way: HiGHS keeps it from one run to the next
-        event.interrupt(self._stop is not None and bool(self._stop(event.data_out)))
+        event.data_in.user_interrupt = self._stop is not None and bool(self._stop(event.data_out))
 
     def minimize(self, gx, gu, gb: float, time_limit: float, decide: bool = True) -> Outcome:
         """min gxᵀx + guᵀu + gb; with decide=True the solver stops as soon as the sign is
