@@ -7,9 +7,9 @@ equilibrium (well-posedness), so the program's minimum is the exact worst-case m
 A margin is certified when the solver's proven dual bound exceeds its tolerance allowance: with
 primal, dual and integrality feasibility tolerances τ, the bound can be off by about
 τ·Σ_j (1 + |c_j|)·max|v_j| (a reduced cost or a bound violated by τ), and we subtract ten times
-that (`SLACK` = 10τ). It is falsified by the solver's
-primal point only after that input's equilibrium and prediction are recomputed in float64
-(inside the ε-ball, rounded inward) and the label is seen to change; otherwise it is unknown.
+that (`SLACK` = 10τ). It is falsified by the solver's primal point only after that input's
+equilibrium and prediction are recomputed in float64 (inside the ε-ball, rounded inward) and
+the label is seen to change; otherwise it is unknown.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class MILP:
             lower = info.mip_dual_bound + gb - slack
         else:
             lower = -np.inf
-        has_point = info.primal_solution_status == 2 and sol.value_valid
+        has_point = info.primal_solution_status == 2 and sol.value_valid  # 2: a feasible point
         u = np.asarray(sol.col_value)[2 * self.n : 2 * self.n + self.p] if has_point else None
         value = info.objective_function_value + gb if has_point else np.inf
         return Outcome(float(lower), float(value), u, status == "Optimal")
@@ -130,6 +130,7 @@ def decide_margins(model, boxes, inner, i: int, label: int, rows, lower: np.ndar
 
 
 def margin_range(model, boxes, i: int, gx, gu, gb: float, time_limit: float = 60.0) -> Outcome:
-    """The exact minimum of gxᵀx + guᵀu + gb over the equilibria of sample i's input box,
-    solved to optimality (within the time limit): Outcome.lower ≤ minimum ≤ Outcome.value."""
+    """The exact minimum of gxᵀx + guᵀu + gb over the equilibria of sample i's input box, solved
+    to optimality (within the time limit): Outcome.lower ≤ minimum, and Outcome.value is the
+    objective at the solver's best point (the minimum up to the solver's tolerances)."""
     return MILP(model, boxes, i).minimize(gx, gu, gb, time_limit, decide=False)
