@@ -56,6 +56,15 @@ class Samples:
     source: dict
 
 
+def describe_source(samples: Samples) -> str:
+    """Words for where the samples came from, e.g. "360 test rows of digits (seed 0, …)"."""
+    src = samples.source
+    if "data" in src:
+        return f"{len(samples.y)} rows of {src['data']}"
+    return (f"{len(samples.y)} {src['split']} rows of {src['dataset']} (seed {src['seed']}, test "
+            f"size {src['test_size']:g}, from {src['from']})")
+
+
 def _provenance(model) -> dict | None:
     prov = model.metadata.get("provenance") or {}
     return prov.get("config")

@@ -12,6 +12,7 @@ from ..report import base_report, write_report
 from ..robust import METHODS, certify, gradient_attack, pgd_attack, sensitivity_attack
 from .common import (
     axes_style,
+    describe_source,
     domain_json,
     figure,
     fraction,
@@ -52,7 +53,7 @@ def cmd_certify(args) -> int:
     domain, width = input_bounds(model, args.domain)
     scale, units = radius_scale(args.eps_units, width)
     eps = _eps_list(args.eps)
-    print(f"certifying {len(samples.y)} samples ({samples.source}) by {args.method!r}; ε in {units}")
+    print(f"certifying {describe_source(samples)} by {args.method!r}; ε in {units}")
     res = certify(model, samples.X, samples.y, eps, method=args.method, domain=domain,
                   eps_scale=scale, time_limit=args.time_limit)
     report = _common_report("certify", model, samples, units, domain, eps)
