@@ -5,12 +5,20 @@ docs/tutorials/output/<name>.txt, its figure to docs/tutorials/img/) and with --
 <name>.quick.txt; figures to a scratch directory). The pages include these files; the tests rerun
 the quick mode and compare what it prints with <name>.quick.txt.
 
+With --pages, it instead reruns the ```python blocks of the given Markdown pages (in one namespace
+per page, in a scratch directory) and rewrites the ```text block that follows each one with what
+it printed; text blocks that contain `...` (hand-written patterns) are left alone.
+
     python examples/regenerate_outputs.py [NAME ...]
+    python examples/regenerate_outputs.py --pages README.md docs/guide/model.md
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -40,5 +48,41 @@ def main(names: list[str]) -> None:
         print(f"{script.name}: outputs written")
 
 
+def refresh_page(page: Path) -> None:
+    """Rewrite the ```text block after each ```python block of `page` with what the block prints."""
+    lines = page.read_text().splitlines(keepends=True)
+    namespace, out, i, last_output = {"__name__": "__docs__"}, [], 0, None
+    while i < len(lines):
+        opening = re.match(r"^(`{3,})\s*([\w+-]*)", lines[i])
+        if not opening:
+            out.append(lines[i])
+            i += 1
+            continue
+        fence, lang = opening.group(1), opening.group(2).lower()
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith(fence))
+        body = "".join(lines[i + 1:end])
+        if lang == "text" and last_output is not None and "..." not in body:
+            out += [lines[i], last_output if last_output.endswith("\n") else last_output + "\n", lines[end]]
+        else:
+            out += lines[i:end + 1]
+        last_output = None
+        if lang == "python" and not body.lstrip().startswith(("# not run by the tests:", "--8<--")):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(compile(body, f"{page.name}:{i + 2}", "exec"), namespace)  # noqa: S102
+            last_output = printed.getvalue()
+        i = end + 1
+    page.write_text("".join(out))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--pages"]:
+        pages = [Path(p).resolve() for p in sys.argv[2:]]
+        os.environ.setdefault("MPLBACKEND", "Agg")
+        with tempfile.TemporaryDirectory() as scratch:
+            os.chdir(scratch)
+            for page in pages:
+                refresh_page(page)
+                print(f"{page.name}: outputs refreshed")
+    else:
+        main(sys.argv[1:])
