@@ -35,7 +35,7 @@ def main(quick: bool, out: Path) -> None:
     U, y = ds.split("train")
     U_test, y_test = ds.split("test")
     hidden = (32,) if quick else (64, 32)
-    lambdas = [1e-1, 1e-2, 1e-3] if quick else [1e-1, 3e-2, 1e-2, 1e-3]
+    lambdas = [1e-1, 1e-2, 1e-3] if quick else [1e-1, 5e-2, 3e-2, 1e-2, 1e-3]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         teacher = MLPClassifier(hidden, max_iter=300, random_state=0).fit(U, y)
