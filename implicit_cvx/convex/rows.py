@@ -134,6 +134,7 @@ class RowSolution:
         }
 
 
+METHODS = ("auto", "batched", "active_set")
 ADD_FRACTION = 0.5  # add every coordinate violating by ≥ 50% of the worst: fewer pivots, same answer
 # Adding many coordinates at once can make the face's KKT system singular and the method cycle
 # (seen with 10%); a row left uncertified is re-solved from 0 adding one coordinate per pivot.
@@ -280,13 +281,18 @@ def solve_rows(
     n_jobs: int = 1,
     backend: str = "serial",
     address: str | None = None,
+    method: str = "auto",
 ) -> RowSolution:
     """Solve the selected rows (all by default) to relative gap ≤ tol·max(1, |objective|).
 
-    Native active-set method per row (at most `max_iter` pivots, default 20·d + 100), warm-started
-    from `warm_start` (k_rows, d) if given. Rows split across `n_jobs` workers of `backend`
-    ("serial", "loky", "dask" at `address`) give the same model.
+    method "batched" ("auto"): all rows at once (batched.solve_batched: ADMM, then an active set
+    in lockstep over rows), rows left uncertified then by the per-row method; "active_set": the
+    native active-set method per row only. At most `max_iter` pivots per row (default
+    20·d + 100), warm-started from `warm_start` (k_rows, d) if given. Rows split across `n_jobs`
+    workers of `backend` ("serial", "loky", "dask" at `address`) give the same model.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     start = time.perf_counter()
     rows = np.arange(stats.k) if rows is None else np.asarray(rows, dtype=int).ravel()
     if rows.size and (rows.min() < 0 or rows.max() >= stats.k):
@@ -295,11 +301,11 @@ def solve_rows(
         warm_start = np.asarray(warm_start, dtype=float)
         if warm_start.shape != (len(rows), stats.d):
             raise ValueError(f"warm_start must have shape ({len(rows)}, {stats.d}), got {warm_start.shape}")
-    opts = dict(tol=tol, max_iter=max_iter)
+    opts = dict(tol=tol, max_iter=max_iter, method=method)
     if n_jobs > 1 or backend != "serial":
         return _solve_parallel(solve_rows, stats, spec, rows, warm_start, opts, n_jobs, backend, address, start)
     prob = _Problem(stats, spec)
-    W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter, tol)
+    W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter, tol, method)
     return _finish(prob, W, obj, gap, iters, rows, tol, start)
 
 
@@ -309,8 +315,10 @@ def _finish(prob: _Problem, W_S, obj, gap, iters, rows, tol, start, **extra) -> 
     return RowSolution(W, obj, gap, status, iters, time.perf_counter() - start, rows, **extra)
 
 
-def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol):
+def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol, method="active_set"):
     """Each row by the active-set method from the (projected) warm start or 0; then certify.
+    With method "batched"/"auto", all rows by batched.solve_batched first, and only the rows it
+    leaves uncertified by the per-row method, warm-started from its point.
 
     Rows left uncertified are solved again from 0 adding one coordinate per pivot (the classic,
     slower rule); the better certified point of the two is kept."""
@@ -323,8 +331,15 @@ def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol):
     max_iter = 20 * d + 100 if max_iter is None else int(max_iter)
     iters = np.zeros(k, dtype=int)
     with threadpool_limits(1, user_api="blas"):  # small dense solves: threads only thrash
-        for i in range(k if d else 0):
-            W[i], iters[i] = prob.active_set(W[i], rows[i], max_iter)
+        todo = range(k if d else 0)
+        if method != "active_set":
+            from .batched import solve_batched
+
+            W, obj, gap, iters = solve_batched(prob, rows, None if warm_start is None else W, max_iter)
+            todo = np.flatnonzero(_relative(gap, obj) > tol)
+        for i in todo:
+            W[i], extra = prob.active_set(W[i], rows[i], max_iter)
+            iters[i] += extra
         W = prob.clip_balls(W)
         obj, gap = prob.certify(W, rows)
         for i in np.flatnonzero(_relative(gap, obj) > tol):
