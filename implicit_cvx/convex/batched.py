@@ -1,12 +1,17 @@
-"""All rows of a Gram-form row problem at once: ADMM with one Cholesky, exact finish per face.
+"""All rows of a Gram-form row problem at once: ADMM with one Cholesky, then an exact active set.
 
-Row i:  min_w  wᵀGw − 2h_iᵀw + c_i + Σ_j λ_j|w_j|  s.t. ‖w_g‖_1 ≤ r_g   (the reduced problem of
-rows._Problem). The rows share G, so ADMM on the whole weight matrix,
-    min f(W) + g(V)  s.t.  W = V,   f = Σ_i w_iᵀGw_i − 2h_iᵀw_i,   g = λ‖·‖_1 + ball indicators,
-solves every row with one Cholesky factor of (2G + ρI) (refactored only when ρ changes) and a
-vectorized prox of g (soft-thresholding, then an exact weighted ℓ1-ball projection). Its iterates
-only reveal each row's face (support, signs, tight balls); the answer is the face's exact KKT point
-(proximal-point refinement makes singular faces well posed), judged by the row's duality gap.
+Row i:  min_w  wᵀGw − 2h_iᵀw + c_i + Σ_j λ_j|w_j|  s.t. Σ_{j∈g} |w_j| ≤ r_g   (the reduced problem
+of rows._Problem; its certificate is the judge). All rows share G, so
+1. ADMM on the whole weight matrix, min f(W) + g(V) s.t. W = V with f = Σ_i w_iᵀGw_i − 2h_iᵀw_i and
+   g = λ‖·‖_1 + ball indicators, uses one Cholesky factor of 2G + ρI for every row (refactored
+   only when the residual-balancing ρ changes) and a vectorized prox of g;
+2. the primal active-set method then runs on all rows in lockstep from ADMM's point, each round
+   one exact face solve per row, batched by face size. Its face steps are proximal
+   (min f + λσᵀw + (μ/2)‖w − w_k‖² on the face), so singular faces — dead states, collinear
+   states, λ → 0 — are well posed; at its fixed point the step vanishes and the face point is an
+   exact minimizer of the original problem.
+Both work on G scaled to unit diagonal (w = s·ŵ, s_j = G_jj^(-1/2)); the balls then become the
+weighted balls Σ_j s_j|ŵ_j| ≤ r, projected onto exactly in that metric.
 """
 
 from __future__ import annotations
@@ -17,21 +22,16 @@ import numpy as np
 import scipy.linalg as sla
 
 ALPHA = 1.6  # ADMM over-relaxation
-RHO0 = 1.0  # first ρ (Ĝ has unit diagonal)
-RHO_MIN = 1e-6
-RHO_RATIO = 5.0  # refactor when the balanced ρ moves by more than this factor
+RHO0, RHO_MIN = 1.0, 1e-6  # first and smallest ADMM ρ (Ĝ has unit diagonal)
+RHO_RATIO = 5.0  # ρ is rebalanced (and 2Ĝ + ρI refactored) when it is off by this factor
 ADMM_CHUNK = 20  # ADMM steps between ρ updates and convergence checks
 ADMM_MAX = 300
-SETTLE = 0.002  # ADMM stops when at most this share of the signs changed over a chunk
-DENSE = 0.9  # ... or when this share of its entries is still nonzero after two chunks
-FACE_MU = 1e-10  # proximal weight of the face solves, relative to G's unit diagonal
-FACE_REFINE = 3  # proximal-point steps per face solve
-DEBUG = False
-PROX_RTOL = 1e-6  # a face is solved when the proximal step moves the gradient by < this × its bound
-STATS = dict(drop0=0, dropped_coords=0, drop_small=0, ball=0, drop=0, release=0, add=0, prox=0, stop=0)
-PDAS_STEPS = 5
-PDAS_T = 1.0
-BUCKET = 8  # face sizes are padded (exactly, by identity rows) to a multiple of this
+SETTLE = 0.002  # ADMM stops when at most this share of its signs changed over a chunk,
+DENSE = 0.9  # or gives up when this share of its entries is nonzero after two chunks
+FACE_MU = 1e-10  # proximal weight of the face steps, relative to Ĝ's unit diagonal
+PROX_RTOL = 1e-6  # a face is solved once μ|step| < PROX_RTOL · (its smallest bound λ̂_j + ν a_j)
+VIOL_TOL = 1e-13  # a coordinate violates dual feasibility when |v_j| > bound_j + VIOL_TOL(1 + bound_j)
+BUCKET = 8  # face systems are padded (by identity rows: exact) to a multiple of this size
 
 
 def project_weighted_l1_rows(V: np.ndarray, a: np.ndarray, radius: float):
@@ -49,59 +49,67 @@ def project_weighted_l1_rows(V: np.ndarray, a: np.ndarray, radius: float):
     order = np.argsort(-Vo / a, axis=1)
     v_sorted = np.take_along_axis(Vo, order, axis=1)
     a_sorted = a[order]
-    cum_av = np.cumsum(a_sorted * v_sorted, axis=1)
-    cum_aa = np.cumsum(a_sorted * a_sorted, axis=1)
-    th = (cum_av - radius) / cum_aa
-    valid = th < v_sorted / a_sorted  # holds on a prefix: the breakpoints above θ
-    last = valid.sum(axis=1) - 1
+    th = (np.cumsum(a_sorted * v_sorted, axis=1) - radius) / np.cumsum(a_sorted**2, axis=1)
+    last = np.count_nonzero(th < v_sorted / a_sorted, axis=1) - 1  # true on a prefix
     theta[outside] = np.maximum(th[np.arange(len(last)), last], 0.0)
-    X = np.sign(V) * np.maximum(absV - theta[:, None] * a, 0.0)
-    return X, theta
+    return np.sign(V) * np.maximum(absV - theta[:, None] * a, 0.0), theta
 
 
 @dataclass
-class _Scaled:
-    """The problem on the coordinates with a nonzero Gram diagonal, scaled to unit diagonal."""
+class Scaled:
+    """The reduced problem on the coordinates with G_jj > 0, scaled to unit diagonal."""
 
-    keep: np.ndarray  # coordinates solved (the rest are 0 at every optimum, see `scaled`)
-    s: np.ndarray  # w = s·ŵ on `keep`
-    G: np.ndarray
-    lam: np.ndarray
-    balls: list  # (positions in keep, weights a = s, radius): Σ a_j|ŵ_j| ≤ r
-    gid: np.ndarray
+    keep: np.ndarray  # reduced coordinates solved for; the others are 0 (see `scaled`)
+    s: np.ndarray  # w_keep = s·ŵ
+    G: np.ndarray  # Ĝ = diag(s) G diag(s)
+    lam: np.ndarray  # λ̂ = λ·s
+    balls: list  # (positions in keep, weights a = s there, radius): Σ a_j|ŵ_j| ≤ r
+    weight: np.ndarray  # (n_balls, len(keep)): a_j on each ball's coordinates, else 0
+
+    @property
+    def radii(self) -> np.ndarray:
+        return np.array([r for _, _, r in self.balls])
+
+    def ball_norms(self, W: np.ndarray) -> np.ndarray:
+        return np.abs(W) @ self.weight.T
+
+    def unscale(self, Wh: np.ndarray, d: int) -> np.ndarray:
+        W = np.zeros((Wh.shape[0], d))
+        W[:, self.keep] = Wh * self.s
+        return W
 
 
-def scaled(prob) -> _Scaled:
-    """Drop the coordinates j with G_jj = 0 and scale the rest to unit diagonal.
+def scaled(prob) -> Scaled:
+    """Drop the coordinates j with G_jj = 0 and scale the others to unit diagonal.
 
-    G = RᵀR/m is PSD, and so is the Gram matrix [[G, h], [hᵀ, c]] of [R, t]; so G_jj = 0 forces
-    G_j· = 0 and h_j = 0: the objective does not depend on w_j, and w_j = 0 is optimal whatever
-    λ_j ≥ 0 (with λ_j > 0 it is the only optimal value; in a ball, w_j ≠ 0 only uses radius).
-    The certificate, computed on the original problem, checks this too.
+    The Gram matrix [[G, h], [hᵀ, c]] of [R, t] is PSD (after ridge, anchor and the Schur
+    elimination of free coordinates too), so G_jj = 0 forces G_j· = 0 and h_j = 0: the objective
+    does not depend on w_j, and w_j = 0 is optimal for every λ_j ≥ 0 (the only optimal value if
+    λ_j > 0; with λ_j = 0, inside a ball, any other value only uses up radius). The certificate,
+    computed on the original problem, checks it again.
     """
     diag = np.diag(prob.G)
     keep = np.flatnonzero(diag > 0)
     s = 1 / np.sqrt(diag[keep])
-    G = prob.G[np.ix_(keep, keep)] * s[:, None] * s[None, :]
+    G = prob.G[np.ix_(keep, keep)] * np.outer(s, s)
     pos = np.full(len(diag), -1)
     pos[keep] = np.arange(len(keep))
-    balls = []
-    for idx, r in prob.groups:
-        p = pos[idx]
-        p = p[p >= 0]
+    balls, weight = [], np.zeros((len(prob.groups), len(keep)))
+    for b, (idx, r) in enumerate(prob.groups):
+        p = pos[idx][pos[idx] >= 0]
         balls.append((p, s[p], r))
-    return _Scaled(keep, s, (G + G.T) / 2, prob.lam[keep] * s, balls, prob.gid[keep])
+        weight[b, p] = s[p]
+    return Scaled(keep, s, (G + G.T) / 2, prob.lam[keep] * s, balls, weight)
 
 
-def _prox_g(X: np.ndarray, sc: _Scaled, rho: float):
-    """prox of g/ρ: soft-threshold at λ̂/ρ, then project each ball part (exact, same θ as the
-    joint prox because both act on |x_j| monotonically). Returns (V, θ per ball)."""
+def prox_g(X: np.ndarray, sc: Scaled, rho: float) -> np.ndarray:
+    """prox of g/ρ: soft-threshold at λ̂/ρ, then project each ball part. Exact: the joint prox is
+    x_j = sign(x_j)·max(|x_j| − λ̂_j/ρ − θa_j, 0), which is this composition with the same θ."""
     V = np.sign(X) * np.maximum(np.abs(X) - sc.lam / rho, 0.0)
-    thetas = np.zeros((X.shape[0], len(sc.balls)))
-    for b, (p, a, r) in enumerate(sc.balls):
+    for p, a, r in sc.balls:
         if p.size:
-            V[:, p], thetas[:, b] = project_weighted_l1_rows(V[:, p], a, r)
-    return V, thetas
+            V[:, p] = project_weighted_l1_rows(V[:, p], a, r)[0]
+    return V
 
 
 class _Factor:
@@ -124,23 +132,55 @@ class _Factor:
         return sla.cho_solve(self.cho, B)
 
 
-class _Faces:
-    """Batched solves of face systems [2Ĝ_SS + μI, E; Eᵀ, 0][x; ν] = [b_S; r], rows grouped by
-    |S| rounded up to BUCKET and padded with dummy coordinates (identity rows, zero rhs)."""
+def admm(sc: Scaled, Hh: np.ndarray, V: np.ndarray, max_iter: int):
+    """Over-relaxed ADMM on all rows: W = (2Ĝ + ρI)⁻¹(2Ĥ + ρ(V − Y)), V = prox_{g/ρ}(W + Y),
+    Y += W − V (rows of Hh are the rows' ĥ_i), one ρ balancing the relative primal and dual
+    residuals. Stops when the sign pattern settles or stays dense (see SETTLE, DENSE).
+    Returns (V, iterations, useful): useful is False if it stayed dense (no sparsity found, as
+    with λ → 0 on a singular Ĝ, where starting the active set from it costs more than from 0)."""
+    fac = _Factor(sc.G)
+    rho = fac.factor(RHO0)
+    Y = -(V @ (2 * sc.G) - 2 * Hh) / rho  # the scaled dual of V when the W-step is exact
+    it = 0
+    while it < max_iter:
+        before = np.sign(V)
+        for _ in range(min(ADMM_CHUNK, max_iter - it)):
+            W = fac.solve((2 * Hh + rho * (V - Y)).T).T
+            Xr = ALPHA * W + (1 - ALPHA) * V
+            V_new = prox_g(Xr + Y, sc, rho)
+            Y += Xr - V_new
+            r_p, r_d = np.linalg.norm(W - V_new), rho * np.linalg.norm(V_new - V)
+            V = V_new
+            it += 1
+        if np.count_nonzero(np.sign(V) != before) <= SETTLE * V.size:
+            return V, it, True
+        if it >= 2 * ADMM_CHUNK and np.count_nonzero(V) >= DENSE * V.size:
+            return V, it, False
+        rel_p = r_p / max(np.linalg.norm(W), np.linalg.norm(V), 1e-300)
+        rel_d = r_d / max(rho * np.linalg.norm(Y), 1e-300)
+        ratio = np.sqrt(rel_p / max(rel_d, 1e-300))
+        if not 1 / RHO_RATIO <= ratio <= RHO_RATIO:
+            new = fac.factor(float(np.clip(rho * ratio, RHO_MIN, 1 / RHO_MIN)))
+            Y *= rho / new
+            rho = new
+    return V, it, True
 
-    def __init__(self, sc: _Scaled, mu: float):
+
+class _Faces:
+    """Batched solves of the face systems [2Ĝ_SS + μI, E; Eᵀ, 0][x_S; ν] = [b_S; r_active]
+    (E: the active balls' a_jσ_j), rows grouped by |S| rounded up to BUCKET and padded with
+    dummy coordinates (identity rows, zero right-hand side: exact)."""
+
+    def __init__(self, sc: Scaled, mu: float):
         d = len(sc.keep)
-        self.sc, self.mu, self.d = sc, mu, d
+        self.d, self.radii = d, sc.radii
         self.K = np.eye(d + BUCKET)
         self.K[:d, :d] = 2 * sc.G + mu * np.eye(d)
-        nb = len(sc.balls)
-        self.E = np.zeros((d + BUCKET, nb))  # ball weights a_j of each coordinate's ball
-        for b, (p, a, _) in enumerate(sc.balls):
-            self.E[p, b] = a
-        self.radii = np.array([r for _, _, r in sc.balls])
+        self.A = np.zeros((d + BUCKET, len(sc.balls)))
+        self.A[:d] = sc.weight.T
 
-    def solve(self, b, sig, act):
-        """x (rows, d) zero off the supports sig ≠ 0, and ν (rows, nb) for rhs b (rows, d)."""
+    def solve(self, b: np.ndarray, sig: np.ndarray, act: np.ndarray):
+        """(x, ν): x zero off each row's support {sig ≠ 0}; ν the active balls' multipliers."""
         x = np.zeros_like(b)
         nu = np.zeros((b.shape[0], len(self.radii)))
         sizes = np.count_nonzero(sig, axis=1)
@@ -154,60 +194,85 @@ class _Faces:
         nr, nb, d = b.shape[0], len(self.radii), self.d
         idx = np.empty((nr, size), dtype=int)
         K = np.empty((nr, size, size))
-        for i in range(nr):  # a row gather then a column gather: faster than one fancy index
+        for i in range(nr):  # a row then a column gather: faster than one 3-D fancy index
             supp = np.flatnonzero(sig[i])
             idx[i, : supp.size] = supp
             idx[i, supp.size :] = np.arange(d, d + size - supp.size)
             np.take(self.K[idx[i]], idx[i], axis=1, out=K[i])
         live = idx < d
-        cols = np.minimum(idx, d - 1)
+        cols = np.where(live, idx, 0)
         sg = np.take_along_axis(sig, cols, axis=1) * live
         rhs = np.empty((nr, size, 1 + nb))
         rhs[:, :, 0] = np.take_along_axis(b, cols, axis=1) * live
-        rhs[:, :, 1:] = self.E[idx] * sg[:, :, None] * act[:, None, :]
+        rhs[:, :, 1:] = self.A[idx] * sg[:, :, None] * act[:, None, :]
         on = np.any(rhs[:, :, 1:] != 0, axis=1)  # active balls with a coordinate on the face
         sol = np.linalg.solve(K, rhs)
-        if DEBUG:
-            STATS["flops"] = STATS.get("flops", 0) + nr * size**3 * 2 / 3
         x, nu = sol[:, :, 0], np.zeros((nr, nb))
-        if nb:
+        if nb:  # the Schur complement of the ball rows: (EᵀK⁻¹E)ν = EᵀK⁻¹b − r
             E, KE = rhs[:, :, 1:], sol[:, :, 1:]
             M = np.swapaxes(E, 1, 2) @ KE
             M[:, np.arange(nb), np.arange(nb)] += ~on
-            nu = np.linalg.solve(M, (np.einsum("rjb,rj->rb", E, x) - self.radii * on)[:, :, None])[:, :, 0]
+            q = np.einsum("rjb,rj->rb", E, x) - self.radii * on
+            nu = np.linalg.solve(M, q[:, :, None])[:, :, 0]
             x = x - np.einsum("rjb,rb->rj", KE, nu)
         out = np.zeros((nr, d + BUCKET))
         np.put_along_axis(out, idx, x, axis=1)
         return out[:, :d], nu
 
 
-def _ball_norms(sc: _Scaled, W):
-    return np.stack([np.abs(W[:, p]) @ a for p, a, _ in sc.balls], axis=1) if sc.balls else np.zeros((len(W), 0))
+def _ratio_test(sc: Scaled, w, step, sg, act):
+    """Largest τ ≤ 1 keeping w + τ·step on the face and in the balls: (τ, per-coordinate
+    crossing times, index of the ball that became tight or −1)."""
+    tz = sg * step
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tc = np.where(tz < 0, sg * w / -tz, np.inf)
+    tau = np.minimum(1.0, tc.min(axis=1, initial=np.inf))
+    ball = np.full(len(w), -1)
+    if sc.balls:
+        slope = tz @ sc.weight.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tb = np.where(~act & (slope > 0), np.maximum((sc.radii - sc.ball_norms(w)) / slope, 0), np.inf)
+        first = tb.argmin(axis=1)
+        t_b = tb[np.arange(len(w)), first]
+        hit = t_b < tau
+        ball[hit], tau[hit] = first[hit], t_b[hit]
+    return tau, tc, ball
 
 
-def active_set_rows(sc: _Scaled, Hh, W, max_rounds: int, mu: float = FACE_MU,
-                    add_fraction: float = 0.1):
-    """The primal active-set method of rows._Problem.active_set, all rows in lockstep (one pivot
-    per row per round, face systems batched), with proximal face steps (μ > 0) so that singular
-    faces are well posed: a step on an unbounded face stops where a coordinate reaches 0.
+def _next_face(sc: Scaled, Hh, w, sg, act, nu, step, mu):
+    """At a face's proximal point: release the ball with the most negative ν, else add every
+    dual-infeasible coordinate (|v_j| > λ̂_j + ν a_j) with the sign of its gradient. Returns
+    the rows that changed nothing and whose step no longer moves the gradient (PROX_RTOL)."""
+    release = np.any(act & (nu < 0), axis=1)
+    for i in np.flatnonzero(release):
+        act[i, np.argmin(np.where(act[i], nu[i], np.inf))] = False
+    v = 2 * Hh - 2 * w @ sc.G
+    bound = sc.lam + np.maximum(nu * act, 0) @ sc.weight
+    add = (sg == 0) & (np.abs(v) > bound + VIOL_TOL * (1 + bound)) & ~release[:, None]
+    sg[add] = np.sign(v[add])
+    floor = PROX_RTOL * np.where(sg != 0, bound, np.inf).min(axis=1, initial=np.inf)
+    floor = np.maximum(floor, VIOL_TOL * (1 + np.abs(Hh).max(axis=1)))
+    moved = mu * np.abs(step).max(axis=1, initial=0.0) > floor
+    return ~release & ~add.any(axis=1) & ~moved
 
-    From feasible W: step to the face's proximal point until a coordinate reaches 0 (drop it)
-    or an inactive ball becomes tight (activate it); at the step's end release a ball with
-    ν < 0, else add the coordinates violating |v_j| ≤ λ̂_j + ν a_j by ≥ add_fraction of the
-    worst, else repeat the proximal step until it no longer moves. Returns (W, pivots per row).
+
+def active_set_rows(sc: Scaled, Hh, W, max_rounds: int, mu: float = FACE_MU):
+    """The primal active-set method (rows._Problem.active_set) on all rows in lockstep, one
+    pivot per row per round, face systems batched; exact and monotone in each row's objective.
+
+    From feasible W, step towards the face's proximal point until a coordinate reaches 0 (drop
+    it) or an inactive ball becomes tight (activate it); at the point, release a ball with
+    ν < 0, else add all dual-infeasible coordinates, else repeat the proximal step. A row stops
+    after two such idle steps in a row (the second one re-solves from the face's point).
+    Returns (W, pivots per row).
     """
-    nr, nb = W.shape[0], len(sc.balls)
+    nr = W.shape[0]
     W, sig = W.copy(), np.sign(W)
-    radii = np.array([r for _, _, r in sc.balls])
-    act = _ball_norms(sc, W) >= radii * (1 - 1e-12)
-    member = np.stack([sc.gid == b for b in range(nb)], axis=0) if nb else np.zeros((0, W.shape[1]), bool)
-    weight = np.zeros((nb, W.shape[1]))
-    for b, (p, a, _) in enumerate(sc.balls):
-        weight[b, p] = a
+    act = sc.ball_norms(W) >= sc.radii * (1 - 1e-12)
+    faces = _Faces(sc, mu)
     pivots = np.zeros(nr, dtype=int)
     running = np.ones(nr, dtype=bool)
-    faces = _Faces(sc, mu)
-    settled = np.zeros(nr, dtype=bool)
+    idle_before = np.zeros(nr, dtype=bool)
     for _ in range(max_rounds):
         R = np.flatnonzero(running)
         if not R.size:
@@ -215,111 +280,29 @@ def active_set_rows(sc: _Scaled, Hh, W, max_rounds: int, mu: float = FACE_MU,
         w, sg, ac = W[R], sig[R], act[R]
         x, nu = faces.solve(2 * Hh[R] - sc.lam * sg + mu * w, sg, ac)
         step = x - w
-        tz = sg * step
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tc = np.where(tz < 0, sg * w / -tz, np.inf)
-        tau_c = tc.min(axis=1, initial=np.inf)
-        tau = np.minimum(1.0, tau_c)
-        ball_hit = np.full(len(R), -1)
-        if nb:
-            norms = _ball_norms(sc, w)
-            slope = tz @ weight.T
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tb = np.where(~ac & (slope > 0), np.maximum((radii - norms) / slope, 0.0), np.inf)
-            b_min = tb.argmin(axis=1)
-            t_b = tb[np.arange(len(R)), b_min]
-            hit = t_b < tau
-            ball_hit[hit] = b_min[hit]
-            tau = np.where(hit, t_b, tau)
-        w = w + tau[:, None] * step
+        tau, tc, ball = _ratio_test(sc, w, step, sg, ac)
+        w += tau[:, None] * step
         pivots[R] += 1
-        blocked = tau < 1
-        for b in range(nb):
-            ac[ball_hit == b, b] = True
-        drop = blocked[:, None] & (ball_hit < 0)[:, None] & (tc <= tau[:, None])
+        ac[np.flatnonzero(ball >= 0), ball[ball >= 0]] = True
+        drop = ((tau < 1) & (ball < 0))[:, None] & (tc <= tau[:, None])
         w[drop], sg[drop] = 0.0, 0.0
-        # at the face's proximal point: release, add, repeat or stop
-        full = ~blocked
-        neg = full & np.any(ac & (nu < 0), axis=1) if nb else np.zeros(len(R), bool)
-        for i in np.flatnonzero(neg):
-            ac[i, np.argmin(np.where(ac[i], nu[i], np.inf))] = False
-        look = full & ~neg
-        if look.any():
-            v = 2 * Hh[R[look]] - 2 * w[look] @ sc.G
-            bound = sc.lam + np.maximum(nu[look] * ac[look], 0) @ weight
-            viol = np.where(sg[look] == 0, np.abs(v) - bound, -np.inf)
-            worst = viol.max(axis=1)
-            add = (viol >= add_fraction * worst[:, None]) & (worst[:, None] > 1e-13 * (1 + bound))
-            sg_l = sg[look]
-            sg_l[add] = np.sign(v[add])
-            sg[look] = sg_l
-            moved = mu * np.abs(step[look]).max(axis=1) > PROX_RTOL * np.where(
-                sg[look] != 0, bound, np.inf).min(axis=1, initial=np.inf)
-            idle = ~add.any(axis=1) & ~moved
-            stop = np.zeros(len(R), bool)
-            stop[np.flatnonzero(look)[idle]] = True
-            # stop after a second idle step: it repeats the face solve from the face's point
-            running[R[stop & settled[R]]] = False
-            settled[R] = stop
+        full = tau >= 1
+        idle = np.zeros(len(R), dtype=bool)
+        if full.any():
+            f_sg, f_ac = sg[full], ac[full]
+            idle[full] = _next_face(sc, Hh[R[full]], w[full], f_sg, f_ac, nu[full], step[full], mu)
+            sg[full], ac[full] = f_sg, f_ac
+        running[R[idle & idle_before[R]]] = False
+        idle_before[R] = idle
         W[R], sig[R], act[R] = w, sg, ac
-        if DEBUG:
-            STATS["ball"] += int(np.sum(ball_hit >= 0)); STATS["drop"] += int(np.sum(drop.any(1)))
-            STATS["drop0"] += int(np.sum(drop.any(1) & (tau == 0))); STATS["dropped_coords"] += int(drop.sum())
-            STATS["drop_small"] += int(np.sum(drop.any(1) & (tau > 0) & (tau < 1e-3)))
-            STATS["release"] += int(neg.sum())
-            if look.any():
-                STATS["add"] += int(add.any(1).sum()); STATS["prox"] += int((~add.any(1) & moved).sum())
-                STATS["stop"] += int(idle.sum())
     return W, pivots
 
 
-def _unscale(sc: _Scaled, Wh: np.ndarray, d: int) -> np.ndarray:
-    W = np.zeros((Wh.shape[0], d))
-    W[:, sc.keep] = Wh * sc.s
-    return W
-
-
-def admm(sc: _Scaled, Hh: np.ndarray, V: np.ndarray, max_iter: int):
-    """Over-relaxed ADMM on all rows at once: W = (2Ĝ + ρI)⁻¹(2Ĥ + ρ(V − Y)), V = prox_{g/ρ}(W + Y),
-    Y += W − V, with one ρ balancing the primal and dual residuals (refactored when it moves by
-    RHO_RATIO). Stops when the sign pattern settles (≤ SETTLE of the entries change in a chunk
-    of ADMM_CHUNK steps) or stays dense (≥ DENSE of them nonzero: no sparsity found, e.g. λ → 0
-    on a singular Ĝ). Returns (V, iterations, useful) — useful is False if it stayed dense."""
-    fac = _Factor(sc.G)
-    rho = fac.factor(RHO0)
-    Y = -(V @ (2 * sc.G) - 2 * Hh) / rho  # the dual of V when the W-step is exact
-    it = 0
-    while it < max_iter:
-        before = np.sign(V)
-        for _ in range(min(ADMM_CHUNK, max_iter - it)):
-            W = fac.solve((2 * Hh + rho * (V - Y)).T).T
-            Xr = ALPHA * W + (1 - ALPHA) * V
-            V_new, _ = _prox_g(Xr + Y, sc, rho)
-            Y += Xr - V_new
-            r_p, r_d = np.linalg.norm(W - V_new), rho * np.linalg.norm(V_new - V)
-            V = V_new
-            it += 1
-        changed = np.count_nonzero(np.sign(V) != before)
-        if changed <= SETTLE * V.size:
-            return V, it, True
-        if it >= 2 * ADMM_CHUNK and np.count_nonzero(V) >= DENSE * V.size:
-            return V, it, False
-        scale_p = max(np.linalg.norm(W), np.linalg.norm(V), 1e-300)
-        scale_d = max(rho * np.linalg.norm(Y), 1e-300)
-        ratio = np.sqrt((r_p / scale_p) / max(r_d / scale_d, 1e-300))
-        if not 1 / RHO_RATIO <= ratio <= RHO_RATIO:
-            new = fac.factor(float(np.clip(rho * ratio, RHO_MIN, 1 / RHO_MIN)))
-            Y *= rho / new
-            rho = new
-    return V, it, True
-
-
 def solve_batched(prob, rows: np.ndarray, warm_start: np.ndarray | None, max_iter: int):
-    """All `rows` of the reduced problem `prob` (rows._Problem) at once: ADMM from 0 (skipped
-    with a warm start), then the batched active set from its point, on the scaled problem.
-
-    Returns (W (k, d') reduced and ball-clipped, objective, certified gap, iterations per row:
-    ADMM steps + active-set pivots). Rows above tolerance are the caller's to fall back on.
+    """All `rows` of the reduced problem `prob` (a rows._Problem) at once: ADMM from 0 (skipped
+    when a warm start is given), then the lockstep active set from its point (≤ max_iter
+    pivots per row). Returns (W (k, d') reduced and clipped to the balls, objective, certified
+    gap, iterations per row: ADMM steps + pivots); the caller re-solves rows above tolerance.
     """
     k, d = len(rows), len(prob.lam)
     sc = scaled(prob)
@@ -327,14 +310,14 @@ def solve_batched(prob, rows: np.ndarray, warm_start: np.ndarray | None, max_ite
     iters = np.zeros(k, dtype=int)
     if warm_start is None:
         V = np.zeros((k, len(sc.keep)))
-        if sc.keep.size and k:
+        if V.size and max_iter > 0:
             V_admm, iters[:], useful = admm(sc, Hh, V, min(ADMM_MAX, max_iter))
             V = V_admm if useful else V
     else:
-        V, _ = _prox_g(warm_start[:, sc.keep] / sc.s, sc, np.inf)  # onto the balls
-    if sc.keep.size and k:
+        V = prox_g(warm_start[:, sc.keep] / sc.s, sc, np.inf)  # onto the balls
+    if V.size:
         V, pivots = active_set_rows(sc, Hh, V, max_iter)
         iters += pivots
-    W = prob.clip_balls(_unscale(sc, V, d))
+    W = prob.clip_balls(sc.unscale(V, d))
     obj, gap = prob.certify(W, rows)
     return W, obj, gap, iters
