@@ -35,6 +35,9 @@ _RESTART_FACTOR = 2.0
 _PROGRESS = 0.9
 _PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
+# "adaptive": Picard steps measured before Anderson may be tried, Anderson steps measured
+# before its progress is compared with Picard's, and a cap on switches between them.
+_PROBE, _TRIAL, _MAX_SWITCHES = 4, 6, 4
 
 
 @dataclass
@@ -223,6 +226,55 @@ def _anderson_step(memory: int):
     return step
 
 
+def _adaptive_step(memory: int, tol: float):
+    """Picard steps, switching to Anderson (memory `memory`, safeguards unchanged) only when it
+    pays, measured: each kernel's progress is the drop of log(max residual) per step and per
+    second of wall time (map evaluations included) over its last _PROBE (Picard) or _TRIAL
+    (Anderson) steps. Anderson is tried once Picard's measured contraction predicts more than
+    2·_TRIAL steps to go; then the kernel with the faster measured progress runs. An Anderson
+    step whose max residual grows by more than _RESTART_FACTOR is rejected: back to Picard.
+    At most _MAX_SWITCHES switches."""
+    anderson = _anderson_step(memory)
+    run = {"mode": "picard", "marks": [], "per_second": {}, "per_step": {}, "switches": 0,
+           "last": np.inf}
+
+    def step(Xa, Ga, F, r, s):
+        now, res = time.perf_counter(), float(r.max(initial=0.0))
+        log_r = np.log(max(res, np.finfo(float).tiny))
+        mode, marks = run["mode"], run["marks"]
+        marks.append((now, log_r))
+        rejected = mode == "anderson" and res > _RESTART_FACTOR * run["last"]
+        run["last"] = res
+        window = _PROBE if mode == "picard" else _TRIAL
+        if len(marks) > window:
+            (t0, l0), (t1, l1) = marks[-1 - window], marks[-1]
+            run["per_second"][mode] = (l0 - l1) / max(t1 - t0, 1e-9)
+            run["per_step"][mode] = (l0 - l1) / window
+        if rejected:
+            run["per_second"]["anderson"] = -np.inf
+        if run["switches"] < _MAX_SWITCHES and _should_switch(run, len(marks), log_r - np.log(tol),
+                                                              rejected):
+            run.update(mode="picard" if mode == "anderson" else "anderson", marks=[(now, log_r)])
+            run["switches"] += 1
+            s.clear()  # Anderson restarts from an empty history
+        return Ga if run["mode"] == "picard" else anderson(Xa, Ga, F, r, s)
+
+    return step
+
+
+def _should_switch(run: dict, steps: int, to_go: float, rejected: bool) -> bool:
+    """The switching rule of `_adaptive_step` (`to_go`: log(residual / tol) left to remove)."""
+    rate = run["per_second"]
+    if run["mode"] == "anderson":
+        return rejected or (steps > _TRIAL and rate["anderson"] < rate.get("picard", 0.0))
+    if steps <= _PROBE:
+        return False
+    if "anderson" in rate:
+        return rate["anderson"] > rate["picard"]
+    drop = run["per_step"]["picard"]
+    return drop <= 0 or to_go / drop > 2 * _TRIAL
+
+
 def spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve H_s x_s = b_s for a stack (m, k, k) of small SPD matrices: a Cholesky factorisation
     vectorised over the stack (k² numpy steps; much faster than a batched LAPACK call for k ≈ 5).
@@ -244,15 +296,20 @@ def spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -> KernelRun:
-    """Fixed-point iteration X = g(X) by "picard" or "anderson"; g(X_rows, rows) evaluates the
-    map on some rows. Anderson runs in row chunks that keep its history within budget (rows
-    are independent problems), reporting the most iterations and the worst residual."""
+    """Fixed-point iteration X = g(X) by "picard", "anderson" or "adaptive" (Picard, switching to
+    Anderson when measured to pay: `_adaptive_step`); g(X_rows, rows) evaluates the map on some
+    rows. Anderson runs in row chunks that keep its history within budget (rows are
+    independent problems), reporting the most iterations and the worst residual."""
     if kind == "picard":
         return _iterate(g, X0, tol, max_iter, _picard_step)
+
+    def kernel():
+        return _anderson_step(memory) if kind == "anderson" else _adaptive_step(memory, tol)
+
     m, n = X0.shape
     chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 5))))
     if m <= chunk:
-        return _iterate(g, X0, tol, max_iter, _anderson_step(memory))
+        return _iterate(g, X0, tol, max_iter, kernel())
     X = np.empty(X0.shape)
     runs = []
     for a in range(0, m, chunk):
@@ -261,7 +318,7 @@ def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -
         def g_chunk(Xr, rows, a=a):
             return g(Xr, _shift(rows, a))
 
-        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, _anderson_step(memory)))
+        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, kernel()))
         X[a:b] = runs[-1].X
     length = max(run.iterations for run in runs)
     trace = [max(run.trace[min(i, run.iterations - 1)] for run in runs) for i in range(length)]
@@ -309,6 +366,7 @@ def _kernel_solver(kind: str):
 
 picard = _kernel_solver("picard")
 anderson = _kernel_solver("anderson")
+adaptive = _kernel_solver("adaptive")
 
 
 @dataclass(frozen=True)
@@ -374,8 +432,8 @@ def sweep_plan(A, activation) -> tuple[BlockStructure, tuple[_Step, ...]]:
 
 def structured(A, K, phi, X0, tol, max_iter):
     """One sweep over A's components in topological order (Thm 2.8/2.9): each acyclic level is
-    one matrix product on the states it reads; each cyclic component is iterated alone
-    (Picard or Anderson by `choose_kernel` on its diagonal block) with earlier states fixed.
+    one matrix product on the states it reads; each cyclic component is iterated alone by the
+    "adaptive" kernel (Picard, or Anderson where measured to pay) with earlier states fixed.
 
     Exact in one pass for feed-forward A. `iterations` counts the sweep plus the inner
     iterations; the trace concatenates the inner traces; the residual is the largest final
@@ -392,9 +450,7 @@ def structured(A, K, phi, X0, tol, max_iter):
             X[:, st.states] = st.phi(Ks)
             continue
         block = sub_block(A, st.states, st.states)
-        run = run_kernel(
-            choose_kernel(block), _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter
-        )
+        run = run_kernel("adaptive", _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter)
         X[:, st.states] = run.X
         iterations += run.iterations
         trace += run.trace
@@ -403,15 +459,15 @@ def structured(A, K, phi, X0, tol, max_iter):
     return X, EquilibriumInfo("structured", iterations, residual, converged, trace or [residual])
 
 
-SOLVERS = {"picard": picard, "anderson": anderson, "structured": structured}
+SOLVERS = {"picard": picard, "anderson": anderson, "adaptive": adaptive, "structured": structured}
 
 
 def choose_method(A, structure: BlockStructure) -> str:
     """The "auto" rule: "structured" unless A is one single cyclic block (then the sweep has
-    nothing to exploit); for one block, `choose_kernel` (Picard when ‖A‖_∞ < 0.8, or < 0.95
-    for sparse A; else Anderson)."""
+    nothing to exploit); for one block, "adaptive" (Picard, switching to Anderson when the
+    measured contraction and step times say it pays)."""
     if structure.n_components == 1 and structure.cyclic[0]:
-        return choose_kernel(A)
+        return "adaptive"
     return "structured"
 
 
@@ -483,7 +539,7 @@ def solve_equilibrium(
     """States X (m, n) with X = φ(XAᵀ + UBᵀ + b_x) and an EquilibriumInfo.
 
     U (m, p) is validated by the model. `method`: "auto" (see `choose_method`), "picard",
-    "anderson" or "structured". Refuses an A with no sufficient well-posedness condition
+    "anderson", "adaptive" (Picard, Anderson where measured to pay) or "structured". Refuses an A with no sufficient well-posedness condition
     (IllPosedError) unless force=True; raises EquilibriumError if the max abs residual has not
     reached `tol` within `max_iter` iterations, unless raise_on_failure=False.
     """
