@@ -35,9 +35,10 @@ _RESTART_FACTOR = 2.0
 _PROGRESS = 0.9
 _PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
-# "adaptive": Picard steps measured before Anderson may be tried, Anderson steps measured
-# before its progress is compared with Picard's, and a cap on switches between them.
-_PROBE, _TRIAL, _MAX_SWITCHES = 4, 6, 4
+# "adaptive": Picard steps whose contraction is measured, rows Anderson is tried on, and
+# Anderson steps timed on all rows before its cost is trusted.
+_PROBE, _SAMPLE, _TIMED = 5, 32, 3
+_MAP_COST, _ANDERSON_COST = 20.0, 20.0  # `anderson_cost`: per-state costs in units of one A entry
 
 
 @dataclass
@@ -124,6 +125,7 @@ class KernelRun(NamedTuple):
     converged: bool
     iterations: int
     residual: float
+    G: np.ndarray | None = None  # g(X): the next Picard iterate, already computed
 
 
 def _rows(active: np.ndarray):
@@ -138,6 +140,7 @@ def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
     rows leave the work arrays once ≥ 5% of the active rows are done.
     """
     X = np.array(X0, dtype=float)
+    GX = np.empty_like(X)
     active = np.arange(X.shape[0])
     Xa, trace, state, frozen = X, [], {}, 0.0
     for it in range(max_iter):
@@ -147,10 +150,10 @@ def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
         trace.append(float(r.max(initial=0.0)))
         done = r <= tol
         if done.all() or it == max_iter - 1:
-            X[active] = Xa
-            return KernelRun(X, trace, bool(done.all()), it + 1, max(frozen, trace[-1]))
+            X[active], GX[active] = Xa, Ga
+            return KernelRun(X, trace, bool(done.all()), it + 1, max(frozen, trace[-1]), GX)
         if 20 * done.sum() >= active.size:
-            X[active[done]] = Xa[done]
+            X[active[done]], GX[active[done]] = Xa[done], Ga[done]
             frozen = max(frozen, float(r[done].max()))
             keep = ~done
             active, Xa, Ga, F, r = active[keep], Xa[keep], Ga[keep], F[keep], r[keep]
@@ -226,55 +229,6 @@ def _anderson_step(memory: int):
     return step
 
 
-def _adaptive_step(memory: int, tol: float):
-    """Picard steps, switching to Anderson (memory `memory`, safeguards unchanged) only when it
-    pays, measured: each kernel's progress is the drop of log(max residual) per step and per
-    second of wall time (map evaluations included) over its last _PROBE (Picard) or _TRIAL
-    (Anderson) steps. Anderson is tried once Picard's measured contraction predicts more than
-    2·_TRIAL steps to go; then the kernel with the faster measured progress runs. An Anderson
-    step whose max residual grows by more than _RESTART_FACTOR is rejected: back to Picard.
-    At most _MAX_SWITCHES switches."""
-    anderson = _anderson_step(memory)
-    run = {"mode": "picard", "marks": [], "per_second": {}, "per_step": {}, "switches": 0,
-           "last": np.inf}
-
-    def step(Xa, Ga, F, r, s):
-        now, res = time.perf_counter(), float(r.max(initial=0.0))
-        log_r = np.log(max(res, np.finfo(float).tiny))
-        mode, marks = run["mode"], run["marks"]
-        marks.append((now, log_r))
-        rejected = mode == "anderson" and res > _RESTART_FACTOR * run["last"]
-        run["last"] = res
-        window = _PROBE if mode == "picard" else _TRIAL
-        if len(marks) > window:
-            (t0, l0), (t1, l1) = marks[-1 - window], marks[-1]
-            run["per_second"][mode] = (l0 - l1) / max(t1 - t0, 1e-9)
-            run["per_step"][mode] = (l0 - l1) / window
-        if rejected:
-            run["per_second"]["anderson"] = -np.inf
-        if run["switches"] < _MAX_SWITCHES and _should_switch(run, len(marks), log_r - np.log(tol),
-                                                              rejected):
-            run.update(mode="picard" if mode == "anderson" else "anderson", marks=[(now, log_r)])
-            run["switches"] += 1
-            s.clear()  # Anderson restarts from an empty history
-        return Ga if run["mode"] == "picard" else anderson(Xa, Ga, F, r, s)
-
-    return step
-
-
-def _should_switch(run: dict, steps: int, to_go: float, rejected: bool) -> bool:
-    """The switching rule of `_adaptive_step` (`to_go`: log(residual / tol) left to remove)."""
-    rate = run["per_second"]
-    if run["mode"] == "anderson":
-        return rejected or (steps > _TRIAL and rate["anderson"] < rate.get("picard", 0.0))
-    if steps <= _PROBE:
-        return False
-    if "anderson" in rate:
-        return rate["anderson"] > rate["picard"]
-    drop = run["per_step"]["picard"]
-    return drop <= 0 or to_go / drop > 2 * _TRIAL
-
-
 def spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve H_s x_s = b_s for a stack (m, k, k) of small SPD matrices: a Cholesky factorisation
     vectorised over the stack (k² numpy steps; much faster than a batched LAPACK call for k ≈ 5).
@@ -295,21 +249,26 @@ def spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -> KernelRun:
-    """Fixed-point iteration X = g(X) by "picard", "anderson" or "adaptive" (Picard, switching to
-    Anderson when measured to pay: `_adaptive_step`); g(X_rows, rows) evaluates the map on some
-    rows. Anderson runs in row chunks that keep its history within budget (rows are
-    independent problems), reporting the most iterations and the worst residual."""
+def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY,
+               cost: float | None = None) -> KernelRun:
+    """Fixed-point iteration X = g(X) by "picard", "anderson" or "adaptive" (Picard, or Anderson
+    where measured to pay: `_adaptive`, given `cost` = `anderson_cost(A)` of the map's A);
+    g(X_rows, rows) evaluates the map on some rows.
+    Anderson runs in row chunks that keep its history within budget (rows are independent
+    problems), reporting the most iterations and the worst residual."""
     if kind == "picard":
         return _iterate(g, X0, tol, max_iter, _picard_step)
+    if kind == "adaptive":
+        return _adaptive(g, X0, tol, max_iter, memory, cost)
+    return _chunked(g, X0, tol, max_iter, lambda: _anderson_step(memory), memory)
 
-    def kernel():
-        return _anderson_step(memory) if kind == "anderson" else _adaptive_step(memory, tol)
 
+def _chunked(g, X0, tol, max_iter, make_step, memory) -> KernelRun:
+    """`_iterate` with a fresh `make_step()` per row chunk of at most _CHUNK_BYTES of history."""
     m, n = X0.shape
     chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 5))))
     if m <= chunk:
-        return _iterate(g, X0, tol, max_iter, kernel())
+        return _iterate(g, X0, tol, max_iter, make_step())
     X = np.empty(X0.shape)
     runs = []
     for a in range(0, m, chunk):
@@ -318,13 +277,90 @@ def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -
         def g_chunk(Xr, rows, a=a):
             return g(Xr, _shift(rows, a))
 
-        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, kernel()))
+        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, make_step()))
         X[a:b] = runs[-1].X
+    return _merge(X, runs)
+
+
+def _merge(X, runs) -> KernelRun:
+    """One KernelRun for runs on disjoint rows of X: most iterations, elementwise-max trace."""
     length = max(run.iterations for run in runs)
     trace = [max(run.trace[min(i, run.iterations - 1)] for run in runs) for i in range(length)]
     return KernelRun(
         X, trace, all(run.converged for run in runs), length, max(run.residual for run in runs)
     )
+
+
+def _adaptive(g, X0, tol, max_iter, memory, cost=None) -> KernelRun:
+    """Picard, or Anderson where measured to pay. _PROBE Picard steps on all rows measure the
+    contraction of the last steps (hence Picard's steps still to go, `picard_left`) and the
+    time of a step. With `cost` the predicted step-time ratio Anderson/Picard
+    (`anderson_cost`), Anderson is tried only if it could pay at all — picard_left >
+    cost·(memory + 2), the steps it needs to build its history — on _SAMPLE rows, to count its
+    steps; it then runs on the other rows if those steps times `cost` are fewer than
+    picard_left, and goes back to Picard once its measured step time exceeds Picard's by more
+    than that break-even ratio. Rows are independent problems: the sample's solution is kept."""
+    start = time.perf_counter()
+    probe = _iterate(g, X0, tol, min(_PROBE + 1, max_iter), _picard_step)
+    left = max_iter - probe.iterations
+    if probe.converged or left <= 0:
+        return probe
+    t_picard = (time.perf_counter() - start) / probe.iterations
+    r0, r1 = probe.trace[-3], probe.trace[-1]
+    rate = np.sqrt(r1 / r0) if r0 > 0 else 0.0  # the last steps: past the fast transients
+    picard_left = np.log(tol / r1) / np.log(rate) if 0 < rate < 1 else np.inf
+    m = X0.shape[0]
+    cost = 1.0 if cost is None else cost
+    X1 = probe.G  # the next Picard iterate: every phase below starts from it
+    if picard_left <= cost * (memory + 2) or m < 2 * _SAMPLE:
+        return _then(probe, _iterate(g, X1, tol, left, _picard_step))
+    sample = np.linspace(0, m - 1, _SAMPLE).round().astype(int)
+    trial = _iterate(lambda X, rows: g(X, sample[rows]), X1[sample], tol,
+                     int(min(left, picard_left / cost)), _anderson_step(memory))
+    if not trial.converged:
+        return _then(probe, _iterate(g, X1, tol, left, _picard_step))
+    rest = np.setdiff1d(np.arange(m), sample)
+    ratio = picard_left / trial.iterations  # the step-time ratio at which Anderson breaks even
+    main = _chunked(lambda X, rows: g(X, rest[rows]), X1[rest], tol, left,
+                    lambda: _costed_anderson(memory, t_picard, ratio), memory)
+    X = X1.copy()
+    X[sample], X[rest] = trial.X, main.X
+    return _then(probe, _merge(X, [trial, main]))
+
+
+def anderson_cost(A, memory: int = ANDERSON_MEMORY) -> float:
+    """Predicted time of an Anderson step over a Picard step (map included): a Picard step
+    costs ~ nnz(A) + _MAP_COST·n per sample, Anderson adds ~ _ANDERSON_COST·memory·n (its
+    history updates and small least squares); constants measured on the benchmark grid."""
+    n = A.shape[0]
+    nnz = A.nnz if sp.issparse(A) else np.count_nonzero(A)
+    return 1.0 + _ANDERSON_COST * memory * n / (nnz + _MAP_COST * n)
+
+
+def _then(first: KernelRun, second: KernelRun) -> KernelRun:
+    """`second` continued from `first`'s point: iterations and traces add up."""
+    return KernelRun(second.X, first.trace + second.trace, second.converged,
+                     first.iterations + second.iterations, second.residual)
+
+
+def _costed_anderson(memory: int, t_picard: float, max_ratio: float):
+    """Anderson steps, timed on all rows (map included); once _TIMED steps after the first
+    cost on average more than max_ratio Picard steps, Picard steps for the rest."""
+    anderson = _anderson_step(memory)
+    clock = {"marks": [], "picard": False}
+
+    def step(Xa, Ga, F, r, s):
+        if clock["picard"]:
+            return Ga
+        marks = clock["marks"]
+        marks.append(time.perf_counter())
+        if len(marks) == _TIMED + 2 and (marks[-1] - marks[1]) / _TIMED > max_ratio * t_picard:
+            clock["picard"] = True
+            s.clear()
+            return Ga
+        return anderson(Xa, Ga, F, r, s)
+
+    return step
 
 
 def _shift(rows, offset: int):
@@ -353,7 +389,8 @@ def _start(X0, K):
 # ---- solvers ------------------------------------------------------------------------------
 def _kernel_solver(kind: str):
     def solver(A, K, phi, X0, tol, max_iter):
-        run = run_kernel(kind, _affine_map(A, K, phi), _start(X0, K), tol, max_iter)
+        cost = anderson_cost(A) if kind == "adaptive" else None
+        run = run_kernel(kind, _affine_map(A, K, phi), _start(X0, K), tol, max_iter, cost=cost)
         return run.X, EquilibriumInfo(kind, run.iterations, run.residual, run.converged, run.trace)
 
     solver.__name__ = kind
@@ -450,7 +487,8 @@ def structured(A, K, phi, X0, tol, max_iter):
             X[:, st.states] = st.phi(Ks)
             continue
         block = sub_block(A, st.states, st.states)
-        run = run_kernel("adaptive", _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter)
+        run = run_kernel("adaptive", _affine_map(block, Ks, st.phi), X[:, st.states], tol,
+                         max_iter, cost=anderson_cost(block))
         X[:, st.states] = run.X
         iterations += run.iterations
         trace += run.trace

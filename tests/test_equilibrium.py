@@ -288,7 +288,9 @@ def test_anderson_converges_on_contractions_no_slower_than_picard(seed):
     Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
     for method in ("auto", "anderson"):
         X, info = solve_equilibrium(model, U, method, tol=1e-10)
-        assert info.iterations <= picard.iterations
+        # "auto" sweeps the blocks (the sweep counts one) and, on a 3-state block whose
+        # Picard steps cost far less than Anderson's, may keep Picard: then Picard's count + 1
+        assert info.iterations <= picard.iterations + (method == "auto")
         np.testing.assert_allclose(X, Xp, atol=2e-8, rtol=0)  # residual / (1 − κ) each
 
 
