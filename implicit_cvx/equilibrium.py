@@ -37,8 +37,8 @@ _PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
 # "adaptive": Picard steps whose contraction is measured, rows Anderson is tried on, and
 # Anderson steps timed on all rows before its cost is trusted.
-_PROBE, _SAMPLE, _TIMED = 5, 32, 3
-_MAP_COST, _ANDERSON_COST = 20.0, 20.0  # `anderson_cost`: per-state costs in units of one A entry
+_PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 2
+_COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0, 345.0
 
 
 @dataclass
@@ -292,49 +292,69 @@ def _merge(X, runs) -> KernelRun:
 
 
 def _adaptive(g, X0, tol, max_iter, memory, cost=None) -> KernelRun:
-    """Picard, or Anderson where measured to pay. _PROBE Picard steps on all rows measure the
-    contraction of the last steps (hence Picard's steps still to go, `picard_left`) and the
-    time of a step. With `cost` the predicted step-time ratio Anderson/Picard
-    (`anderson_cost`), Anderson is tried only if it could pay at all — picard_left >
-    cost·(memory + 2), the steps it needs to build its history — on _SAMPLE rows, to count its
-    steps; it then runs on the other rows if those steps times `cost` are fewer than
-    picard_left, and goes back to Picard once its measured step time exceeds Picard's by more
-    than that break-even ratio. Rows are independent problems: the sample's solution is kept."""
-    start = time.perf_counter()
-    probe = _iterate(g, X0, tol, min(_PROBE + 1, max_iter), _picard_step)
-    left = max_iter - probe.iterations
-    if probe.converged or left <= 0:
-        return probe
-    t_picard = (time.perf_counter() - start) / probe.iterations
-    r0, r1 = probe.trace[-3], probe.trace[-1]
-    rate = np.sqrt(r1 / r0) if r0 > 0 else 0.0  # the last steps: past the fast transients
-    picard_left = np.log(tol / r1) / np.log(rate) if 0 < rate < 1 else np.inf
+    """Picard, or Anderson where measured to pay. Picard runs in segments (_PROBE + 1 steps, then
+    doubling); after each, the contraction of its last steps predicts the steps still to go
+    (`picard_left`; early steps contract faster, hence the re-estimates) and their time is
+    measured. If Anderson could pay at all — picard_left > cost·(memory + 2), with `cost` the
+    predicted step-time ratio Anderson/Picard (`anderson_cost`) and memory + 2 the steps it needs
+    to build its history — it is tried (at most _TRIALS times) on _SAMPLE rows to count its
+    steps; if those times `cost` are fewer than picard_left, it runs on the other rows and goes
+    back to Picard once its measured step time breaks even (`_costed_anderson`). Rows are
+    independent problems: whatever the sample reached is kept."""
     m = X0.shape[0]
     cost = 1.0 if cost is None else cost
-    X1 = probe.G  # the next Picard iterate: every phase below starts from it
-    if picard_left <= cost * (memory + 2) or m < 2 * _SAMPLE:
-        return _then(probe, _iterate(g, X1, tol, left, _picard_step))
     sample = np.linspace(0, m - 1, _SAMPLE).round().astype(int)
-    trial = _iterate(lambda X, rows: g(X, sample[rows]), X1[sample], tol,
-                     int(min(left, picard_left / cost)), _anderson_step(memory))
-    if not trial.converged:
-        return _then(probe, _iterate(g, X1, tol, left, _picard_step))
-    rest = np.setdiff1d(np.arange(m), sample)
-    ratio = picard_left / trial.iterations  # the step-time ratio at which Anderson breaks even
-    main = _chunked(lambda X, rows: g(X, rest[rows]), X1[rest], tol, left,
-                    lambda: _costed_anderson(memory, t_picard, ratio), memory)
-    X = X1.copy()
-    X[sample], X[rest] = trial.X, main.X
-    return _then(probe, _merge(X, [trial, main]))
+    run, X, segment, trials = None, X0, _PROBE + 1, 0
+    while True:
+        start = time.perf_counter()
+        part = _iterate(g, X, tol, min(segment, max_iter - (run.iterations if run else 0)),
+                        _picard_step)
+        run = part if run is None else _then(run, part)
+        if part.converged or run.iterations >= max_iter:
+            return run
+        t_picard = (time.perf_counter() - start) / part.iterations
+        picard_left = _steps_left(part.trace, tol)
+        X = part.G.copy()  # the next Picard iterate, already computed
+        segment *= 2
+        if trials == _TRIALS or m < 2 * _SAMPLE or picard_left <= cost * (memory + 2):
+            continue
+        trials += 1
+        left = max_iter - run.iterations
+        trial = _iterate(lambda Xr, rows: g(Xr, sample[rows]), X[sample], tol,
+                         int(min(left, picard_left / cost)), _anderson_step(memory))
+        X[sample] = trial.X
+        if trial.converged and trial.iterations * cost < picard_left:
+            ratio = picard_left / trial.iterations  # step-time ratio of the break-even
+            return _then(run, _anderson_rest(g, X, sample, trial, tol, left, memory,
+                                             t_picard * ratio))
+
+
+def _anderson_rest(g, X, sample, trial, tol, max_iter, memory, max_step_time) -> KernelRun:
+    """Anderson on the rows of X outside `sample` (whose `trial` run is kept), back to Picard
+    once its step takes longer than max_step_time (`_costed_anderson`)."""
+    rest = np.setdiff1d(np.arange(X.shape[0]), sample)
+    main = _chunked(lambda Xr, rows: g(Xr, rest[rows]), X[rest], tol, max_iter,
+                    lambda: _costed_anderson(memory, max_step_time), memory)
+    X[rest] = main.X
+    return _merge(X, [trial, main])
+
+
+def _steps_left(trace, tol) -> float:
+    """Picard steps from trace[-1] down to tol at the contraction of the last two steps."""
+    r0, r1 = trace[-3], trace[-1]
+    rate = np.sqrt(r1 / r0) if r0 > 0 else 0.0
+    return np.log(tol / r1) / np.log(rate) if 0 < rate < 1 else np.inf
 
 
 def anderson_cost(A, memory: int = ANDERSON_MEMORY) -> float:
-    """Predicted time of an Anderson step over a Picard step (map included): a Picard step
-    costs ~ nnz(A) + _MAP_COST·n per sample, Anderson adds ~ _ANDERSON_COST·memory·n (its
-    history updates and small least squares); constants measured on the benchmark grid."""
+    """Predicted time of an Anderson step over a Picard step (map included), per sample:
+    Picard ~ _COST_P0 + _COST_PN·n + nnz(A)·(1, or _COST_SPARSE for CSR), Anderson adds
+    ~ (_COST_A0 + _COST_AN·n)·memory/5, in units of one dense entry of A; fitted to step
+    times measured on the benchmark grid (n = 3 to 1000), within a factor ~1.5."""
     n = A.shape[0]
-    nnz = A.nnz if sp.issparse(A) else np.count_nonzero(A)
-    return 1.0 + _ANDERSON_COST * memory * n / (nnz + _MAP_COST * n)
+    entries = A.nnz * _COST_SPARSE if sp.issparse(A) else np.count_nonzero(A)
+    picard = _COST_P0 + _COST_PN * n + entries
+    return 1.0 + (_COST_A0 + _COST_AN * n) * memory / 5 / picard
 
 
 def _then(first: KernelRun, second: KernelRun) -> KernelRun:
@@ -343,9 +363,9 @@ def _then(first: KernelRun, second: KernelRun) -> KernelRun:
                      first.iterations + second.iterations, second.residual)
 
 
-def _costed_anderson(memory: int, t_picard: float, max_ratio: float):
-    """Anderson steps, timed on all rows (map included); once _TIMED steps after the first
-    cost on average more than max_ratio Picard steps, Picard steps for the rest."""
+def _costed_anderson(memory: int, max_step_time: float):
+    """Anderson steps, timed on all rows (map included); once _TIMED steps after the first take
+    longer than max_step_time on average, Picard steps for the rest."""
     anderson = _anderson_step(memory)
     clock = {"marks": [], "picard": False}
 
@@ -354,7 +374,7 @@ def _costed_anderson(memory: int, t_picard: float, max_ratio: float):
             return Ga
         marks = clock["marks"]
         marks.append(time.perf_counter())
-        if len(marks) == _TIMED + 2 and (marks[-1] - marks[1]) / _TIMED > max_ratio * t_picard:
+        if len(marks) == _TIMED + 2 and (marks[-1] - marks[1]) / _TIMED > max_step_time:
             clock["picard"] = True
             s.clear()
             return Ga
