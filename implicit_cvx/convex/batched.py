@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg.lapack import dposv
 
 ALPHA = 1.6  # ADMM over-relaxation
 RHO0, RHO_MIN = 1.0, 1e-6  # first and smallest ADMM ρ (Ĝ has unit diagonal)
@@ -31,7 +32,6 @@ DENSE = 0.9  # or gives up when this share of its entries is nonzero after two c
 FACE_MU = 1e-10  # proximal weight of the face steps, relative to Ĝ's unit diagonal
 PROX_RTOL = 1e-6  # a face is solved once μ|step| < PROX_RTOL · (its smallest bound λ̂_j + ν a_j)
 VIOL_TOL = 1e-13  # a coordinate violates dual feasibility when |v_j| > bound_j + VIOL_TOL(1 + bound_j)
-BUCKET = 8  # face systems are padded (by identity rows: exact) to a multiple of this size
 
 
 def project_weighted_l1_rows(V: np.ndarray, a: np.ndarray, radius: float):
@@ -167,57 +167,45 @@ def admm(sc: Scaled, Hh: np.ndarray, V: np.ndarray, max_iter: int):
 
 
 class _Faces:
-    """Batched solves of the face systems [2Ĝ_SS + μI, E; Eᵀ, 0][x_S; ν] = [b_S; r_active]
-    (E: the active balls' a_jσ_j), rows grouped by |S| rounded up to BUCKET and padded with
-    dummy coordinates (identity rows, zero right-hand side: exact)."""
+    """Solves of the face systems [2Ĝ_SS + μI, E; Eᵀ, 0][x_S; ν] = [b_S; r_active] (E: the active
+    balls' a_jσ_j): per row a Cholesky solve (LAPACK posv; LU if rounding made the block
+    indefinite) of 2Ĝ_SS + μI with right-hand sides [b_S, E], then the Schur complement of the
+    ball rows. A loop of LAPACK calls on the exact sizes beats batched solves of padded ones."""
 
     def __init__(self, sc: Scaled, mu: float):
-        d = len(sc.keep)
-        self.d, self.radii = d, sc.radii
-        self.K = np.eye(d + BUCKET)
-        self.K[:d, :d] = 2 * sc.G + mu * np.eye(d)
-        self.A = np.zeros((d + BUCKET, len(sc.balls)))
-        self.A[:d] = sc.weight.T
+        self.K = 2 * sc.G + mu * np.eye(len(sc.G))
+        self.A = sc.weight.T  # (d, n_balls): a_j on each ball's coordinates
+        self.radii = sc.radii
 
     def solve(self, b: np.ndarray, sig: np.ndarray, act: np.ndarray):
         """(x, ν): x zero off each row's support {sig ≠ 0}; ν the active balls' multipliers."""
         x = np.zeros_like(b)
         nu = np.zeros((b.shape[0], len(self.radii)))
-        sizes = np.count_nonzero(sig, axis=1)
-        buckets = -(-sizes // BUCKET) * BUCKET
-        for size in np.unique(buckets[sizes > 0]):
-            rows = np.flatnonzero((buckets == size) & (sizes > 0))
-            x[rows], nu[rows] = self._bucket(b[rows], sig[rows], act[rows], int(size))
+        for i in range(b.shape[0]):
+            supp = np.flatnonzero(sig[i])
+            if supp.size:
+                x[i, supp], nu[i] = self._row(b[i, supp], sig[i, supp], act[i], supp)
         return x, nu
 
-    def _bucket(self, b, sig, act, size):
-        nr, nb, d = b.shape[0], len(self.radii), self.d
-        idx = np.empty((nr, size), dtype=int)
-        K = np.empty((nr, size, size))
-        for i in range(nr):  # a row then a column gather: faster than one 3-D fancy index
-            supp = np.flatnonzero(sig[i])
-            idx[i, : supp.size] = supp
-            idx[i, supp.size :] = np.arange(d, d + size - supp.size)
-            np.take(self.K[idx[i]], idx[i], axis=1, out=K[i])
-        live = idx < d
-        cols = np.where(live, idx, 0)
-        sg = np.take_along_axis(sig, cols, axis=1) * live
-        rhs = np.empty((nr, size, 1 + nb))
-        rhs[:, :, 0] = np.take_along_axis(b, cols, axis=1) * live
-        rhs[:, :, 1:] = self.A[idx] * sg[:, :, None] * act[:, None, :]
-        on = np.any(rhs[:, :, 1:] != 0, axis=1)  # active balls with a coordinate on the face
-        sol = np.linalg.solve(K, rhs)
-        x, nu = sol[:, :, 0], np.zeros((nr, nb))
-        if nb:  # the Schur complement of the ball rows: (EᵀK⁻¹E)ν = EᵀK⁻¹b − r
-            E, KE = rhs[:, :, 1:], sol[:, :, 1:]
-            M = np.swapaxes(E, 1, 2) @ KE
-            M[:, np.arange(nb), np.arange(nb)] += ~on
-            q = np.einsum("rjb,rj->rb", E, x) - self.radii * on
-            nu = np.linalg.solve(M, q[:, :, None])[:, :, 0]
-            x = x - np.einsum("rjb,rb->rj", KE, nu)
-        out = np.zeros((nr, d + BUCKET))
-        np.put_along_axis(out, idx, x, axis=1)
-        return out[:, :d], nu
+    def _row(self, b, sg, act, supp):
+        on = [j for j in range(len(act)) if act[j] and self.A[supp, j].any()]  # tight, on the face
+        rhs = np.empty((supp.size, 1 + len(on)))
+        rhs[:, 0] = b
+        if on:
+            rhs[:, 1:] = self.A[supp][:, on] * sg[:, None]
+        K = np.take(self.K[supp], supp, axis=1)
+        _, sol, info = dposv(K, rhs, overwrite_a=True)
+        if info != 0:
+            sol = np.linalg.solve(np.take(self.K[supp], supp, axis=1), rhs)
+        x, nu = sol[:, 0], np.zeros(len(self.radii))
+        if on:  # the Schur complement of the ball rows: (EᵀK⁻¹E)ν = EᵀK⁻¹b − r
+            E, KE = rhs[:, 1:], sol[:, 1:]
+            if len(on) == 1:
+                nu[on[0]] = (E[:, 0] @ x - self.radii[on[0]]) / (E[:, 0] @ KE[:, 0])
+            else:
+                nu[on] = np.linalg.solve(E.T @ KE, E.T @ x - self.radii[on])
+            x = x - KE @ nu[on]
+        return x, nu
 
 
 def _ratio_test(sc: Scaled, w, step, sg, act):
