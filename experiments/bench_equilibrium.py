@@ -6,8 +6,8 @@ Full run (its output is experiments/results/bench_equilibrium.json):
 Quick check (about a minute):
     python experiments/bench_equilibrium.py --quick
 
-Two grids, every time the best of up to REPEATS runs (fewer when a run is long), all measured in
-one run so that ratios compare like with like:
+Two grids, every time the best of up to REPEATS runs (fewer when runs are long), the methods of
+a model called in turn (so that a change of the machine's load hits all alike), all in one run:
 - worst case for Picard: random ReLU models with A ≥ 0 entrywise and every row's ℓ1 norm κ, so
   λ_pf(|A|) = κ; dense A and sparse A (density 5%, CSR); tolerance 1e-10 on the max abs residual;
 - Gaussian A (n = 100, m = 1000): A with N(0, 1) entries scaled to λ_pf(|A|) = ρ ∈ {0.5, 0.9,
@@ -22,18 +22,19 @@ with a plain numpy forward pass of the same network.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
-
 from common import limit_blas, make_parser, provenance, write_json
+
 from implicit_cvx.equilibrium import equilibrium_residual, solve_equilibrium
 from implicit_cvx.model import ImplicitModel
 
 METHODS = ("picard", "anderson", "auto")
 TOL, GAUSS_TOL = 1e-10, 1e-9
 MAX_ITER = 5000
-REPEATS, REPEAT_BUDGET = 3, 3.0  # best of up to REPEATS runs while they take < REPEAT_BUDGET s
+REPEATS, REPEAT_BUDGET = 30, 5.0  # best of up to REPEATS runs while they take < REPEAT_BUDGET s
 AUTO_SLACK = 1.2
 
 
@@ -57,44 +58,52 @@ def gaussian_model(rng, n, p, rho):
                          np.zeros((1, p)), 0.1 * rng.standard_normal(n))
 
 
-def best_time(fn):
-    """(best seconds, last result) over up to REPEATS calls while the total is < REPEAT_BUDGET."""
-    times, out, total = [], None, 0.0
-    while len(times) < REPEATS and (not times or total < REPEAT_BUDGET):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-        total += times[-1]
-    return min(times), out
+def best_times(fns: dict) -> dict:
+    """{name: (best seconds, last result)}: rounds calling every function once, in a rotated
+    order, so that a change of the machine's load hits all alike; up to REPEATS rounds while
+    the total stays below REPEAT_BUDGET seconds (at least one round)."""
+    names = list(fns)
+    times, out, total, rounds = {k: [] for k in fns}, {}, 0.0, 0
+    while rounds == 0 or (rounds < REPEATS and total < REPEAT_BUDGET):
+        for name in names[rounds % len(names):] + names[: rounds % len(names)]:  # rotated
+            start = time.perf_counter()
+            out[name] = fns[name]()
+            times[name].append(time.perf_counter() - start)
+            total += times[name][-1]
+        rounds += 1
+    return {k: (min(times[k]), out[k]) for k in fns}
 
 
-def run_solver(model, U, method, tol):
-    seconds, (X, info) = best_time(lambda: solve_equilibrium(
-        model, U, method, tol=tol, max_iter=MAX_ITER, raise_on_failure=False))
-    return {"method": method, "seconds": seconds, "iterations": info.iterations,
-            "converged": info.converged, "residual": equilibrium_residual(model, U, X),
-            "solver": info.solver}
+def run_solvers(model, U, tol, plain=False):
+    """Every method of METHODS (and the plain loop if asked) on one model, timed together."""
+    fns = {k: (lambda k=k: solve_equilibrium(model, U, k, tol=tol, max_iter=MAX_ITER,
+                                             raise_on_failure=False)) for k in METHODS}
+    if plain:
+        fns["plain float64 loop"] = plain_loop(model, U, tol)
+    rows = []
+    for name, (seconds, (X, info)) in best_times(fns).items():
+        solver = info.solver if name in METHODS else "numpy"
+        rows.append({"method": name, "seconds": seconds, "iterations": info.iterations,
+                     "converged": info.converged, "residual": equilibrium_residual(model, U, X),
+                     "solver": solver})
+    return rows
 
 
 def plain_loop(model, U, tol):
-    """The float64 fixed-point loop a user would write (dense A, ReLU)."""
+    """The float64 fixed-point loop a user would write (dense A, ReLU): a function returning
+    (X, an info-like record)."""
     A = model.A.toarray() if sp.issparse(model.A) else model.A
     K = U @ model.B.T + model.b_x
 
     def loop():
-        X = np.zeros_like(K)
-        for it in range(1, MAX_ITER + 1):
+        X, it, change = np.zeros_like(K), 0, np.inf
+        while change > tol and it < MAX_ITER:
             X_new = np.maximum(X @ A.T + K, 0.0)
             change = np.abs(X_new - X).max()
-            X = X_new
-            if change <= tol:
-                return X, it
-        return X, MAX_ITER
+            X, it = X_new, it + 1
+        return X, SimpleNamespace(iterations=it, converged=change <= tol)
 
-    seconds, (X, its) = best_time(loop)
-    return {"method": "plain float64 loop", "seconds": seconds, "iterations": its,
-            "converged": its < MAX_ITER, "residual": equilibrium_residual(model, U, X),
-            "solver": "numpy"}
+    return loop
 
 
 def summarize(config, rows, tol):
@@ -121,7 +130,7 @@ def bench_worst_case(sizes, kappas, seed=0):
                 kind = "dense" if density == 1.0 else "sparse 5%"
                 config = {"name": f"n={n} m={m} {kind} κ={kappa}", "grid": "worst case",
                           "n": n, "m": m, "A": kind, "kappa": kappa}
-                out.append(summarize(config, [run_solver(model, U, k, TOL) for k in METHODS], TOL))
+                out.append(summarize(config, run_solvers(model, U, TOL), TOL))
     return out
 
 
@@ -133,9 +142,9 @@ def bench_gaussian(rhos, n=100, m=1000, seed=0):
         U = rng.standard_normal((m, 20))
         config = {"name": f"Gaussian n={n} m={m} ρ={rho}", "grid": "gaussian", "n": n, "m": m,
                   "A": "gaussian", "kappa": rho}
-        rows = [run_solver(model, U, k, GAUSS_TOL) for k in METHODS]
-        summary = summarize(config, rows + [plain_loop(model, U, GAUSS_TOL)], GAUSS_TOL)
-        summary["plain_loop_over_picard"] = summary["rows"][-1]["seconds"] / rows[0]["seconds"]
+        rows = run_solvers(model, U, GAUSS_TOL, plain=True)
+        summary = summarize(config, rows, GAUSS_TOL)
+        summary["plain_loop_over_picard"] = rows[-1]["seconds"] / rows[0]["seconds"]
         out.append(summary)
     return out
 
@@ -169,10 +178,11 @@ def bench_feed_forward(m, seed=0):
         return solve_equilibrium(model, U, "structured")
 
     states()  # builds and caches the sweep plan, as any repeated use would
-    t_numpy, _ = best_time(lambda: hidden(U))
-    t_struct, (X, info) = best_time(states)
-    t_numpy_out, _ = best_time(lambda: hidden(U) @ W[2].T + b[2])
-    t_predict, _ = best_time(lambda: model.predict(U, method="structured"))
+    best = best_times({"hidden": lambda: hidden(U), "structured": states,
+                       "forward": lambda: hidden(U) @ W[2].T + b[2],
+                       "predict": lambda: model.predict(U, method="structured")})
+    (t_numpy, _), (t_struct, (X, info)) = best["hidden"], best["structured"]
+    t_numpy_out, t_predict = best["forward"][0], best["predict"][0]
     err = float(np.abs(model.output(X, U) - (hidden(U) @ W[2].T + b[2])).max())
     out = {
         "layers": [784, 256, 256, 10], "m": m, "numpy_hidden_seconds": t_numpy,

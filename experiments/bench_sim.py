@@ -36,8 +36,8 @@ import time
 
 import cvxpy as cp
 import numpy as np
-
 from common import limit_blas, make_parser, provenance, write_json
+
 from implicit_cvx.convex.cvx import CLARABEL_OPTS, solve_rows_cvxpy
 from implicit_cvx.convex.gram import gram_stats
 from implicit_cvx.convex.rows import RowSpec, solve_rows

@@ -35,9 +35,9 @@ _RESTART_FACTOR = 2.0
 _PROGRESS = 0.9
 _PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
-# "adaptive": Picard steps whose contraction is measured, rows Anderson is tried on, and
-# Anderson steps timed on all rows before its cost is trusted.
-_PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 2
+# "adaptive": Picard steps of the first segment, rows Anderson's steps are counted on, Anderson
+# steps timed on the other rows, and tries on the sample.
+_PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 3
 _COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0, 345.0
 
 
@@ -181,7 +181,7 @@ def _anderson_step(memory: int):
 
     def step(Xa, Ga, F, r, s):
         m, n = F.shape
-        if not s:
+        if "dF" not in s:
             s.update(
                 dF=np.zeros((m, memory, n)), dG=np.zeros((m, memory, n)),
                 H=np.zeros((m, memory, memory)), F=F, G=Ga, r=r, slot=np.zeros(m, dtype=int),
@@ -260,15 +260,16 @@ def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY,
         return _iterate(g, X0, tol, max_iter, _picard_step)
     if kind == "adaptive":
         return _adaptive(g, X0, tol, max_iter, memory, cost)
-    return _chunked(g, X0, tol, max_iter, lambda: _anderson_step(memory), memory)
+    return _chunked(g, X0, tol, max_iter, lambda g_rows: _anderson_step(memory), memory)
 
 
 def _chunked(g, X0, tol, max_iter, make_step, memory) -> KernelRun:
-    """`_iterate` with a fresh `make_step()` per row chunk of at most _CHUNK_BYTES of history."""
+    """`_iterate` with a fresh step `make_step(g_chunk)` per row chunk of at most _CHUNK_BYTES
+    of Anderson history (`g_chunk`: the map on the chunk's rows)."""
     m, n = X0.shape
     chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 5))))
     if m <= chunk:
-        return _iterate(g, X0, tol, max_iter, make_step())
+        return _iterate(g, X0, tol, max_iter, make_step(g))
     X = np.empty(X0.shape)
     runs = []
     for a in range(0, m, chunk):
@@ -277,7 +278,7 @@ def _chunked(g, X0, tol, max_iter, make_step, memory) -> KernelRun:
         def g_chunk(Xr, rows, a=a):
             return g(Xr, _shift(rows, a))
 
-        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, make_step()))
+        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, make_step(g_chunk)))
         X[a:b] = runs[-1].X
     return _merge(X, runs)
 
@@ -292,51 +293,81 @@ def _merge(X, runs) -> KernelRun:
 
 
 def _adaptive(g, X0, tol, max_iter, memory, cost=None) -> KernelRun:
-    """Picard, or Anderson where measured to pay. Picard runs in segments (_PROBE + 1 steps, then
-    doubling); after each, the contraction of its last steps predicts the steps still to go
-    (`picard_left`; early steps contract faster, hence the re-estimates) and their time is
-    measured. If Anderson could pay at all — picard_left > cost·(memory + 2), with `cost` the
-    predicted step-time ratio Anderson/Picard (`anderson_cost`) and memory + 2 the steps it needs
-    to build its history — it is tried (at most _TRIALS times) on _SAMPLE rows to count its
-    steps; if those times `cost` are fewer than picard_left, it runs on the other rows and goes
-    back to Picard once its measured step time breaks even (`_costed_anderson`). Rows are
-    independent problems: whatever the sample reached is kept."""
-    m = X0.shape[0]
-    cost = 1.0 if cost is None else cost
-    sample = np.linspace(0, m - 1, _SAMPLE).round().astype(int)
-    run, X, segment, trials = None, X0, _PROBE + 1, 0
-    while True:
-        start = time.perf_counter()
-        part = _iterate(g, X, tol, min(segment, max_iter - (run.iterations if run else 0)),
-                        _picard_step)
-        run = part if run is None else _then(run, part)
-        if part.converged or run.iterations >= max_iter:
-            return run
-        t_picard = (time.perf_counter() - start) / part.iterations
-        picard_left = _steps_left(part.trace, tol)
-        X = part.G.copy()  # the next Picard iterate, already computed
-        segment *= 2
-        if trials == _TRIALS or m < 2 * _SAMPLE or picard_left <= cost * (memory + 2):
-            continue
-        trials += 1
-        left = max_iter - run.iterations
-        trial = _iterate(lambda Xr, rows: g(Xr, sample[rows]), X[sample], tol,
-                         int(min(left, picard_left / cost)), _anderson_step(memory))
-        X[sample] = trial.X
-        if trial.converged and trial.iterations * cost < picard_left:
-            ratio = picard_left / trial.iterations  # step-time ratio of the break-even
-            return _then(run, _anderson_rest(g, X, sample, trial, tol, left, memory,
-                                             t_picard * ratio))
+    """Picard, or Anderson where measured to pay (`_adaptive_step`), in one fixed-point loop per
+    row chunk; the steps of the sample trials count in the iterations."""
+    trials = []
+
+    def make_step(g_rows):
+        step, chunk_trials = _adaptive_step(g_rows, tol, memory, 1.0 if cost is None else cost)
+        trials.append(chunk_trials)
+        return step
+
+    run = _chunked(g, X0, tol, max_iter, make_step, memory)
+    ends = [start + t.iterations for chunk in trials for start, t in chunk]
+    return run._replace(iterations=max([run.iterations] + ends))
 
 
-def _anderson_rest(g, X, sample, trial, tol, max_iter, memory, max_step_time) -> KernelRun:
-    """Anderson on the rows of X outside `sample` (whose `trial` run is kept), back to Picard
-    once its step takes longer than max_step_time (`_costed_anderson`)."""
-    rest = np.setdiff1d(np.arange(X.shape[0]), sample)
-    main = _chunked(lambda Xr, rows: g(Xr, rest[rows]), X[rest], tol, max_iter,
-                    lambda: _costed_anderson(memory, max_step_time), memory)
-    X[rest] = main.X
-    return _merge(X, [trial, main])
+def _adaptive_step(g, tol, memory, cost):
+    """The step of `_adaptive` on the map g, and the list of its sample trials (step, run).
+
+    Picard steps are timed, and their contraction — the last two steps' rate, re-estimated at
+    step _PROBE + 1, then at doubling intervals, since early steps contract faster — predicts
+    Picard's steps still to go, picard_left. Once Anderson could pay at all, picard_left >
+    cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard, `anderson_cost`;
+    memory + 2: the steps Anderson needs to build its history), its steps n_A are estimated on
+    _SAMPLE of the rows: twice its steps to half of the way to tol, in log (at most _TRIALS
+    tries; the sample keeps its progress). If n_A·cost < picard_left, Anderson takes over for
+    _TIMED steps that measure its step time t_A and stays if n_A·t_A < picard_left·t_P; else
+    Picard resumes, and Anderson returns at a later check if the inequality then holds.
+    Anderson's memory and safeguards are its own: a step it rejects for a sample (an
+    ill-conditioned mixing, a residual jump, a stall) is a Picard step for that sample."""
+    anderson = _anderson_step(memory)
+    trials = []
+    run = {"mode": "picard", "marks": [], "check": _PROBE + 1, "n_a": np.inf, "t_a": None}
+
+    def resume_picard(s):
+        for key in [k for k in s if k != "rows"]:
+            del s[key]  # Anderson restarts from an empty history
+        run.update(mode="picard", marks=[], check=_PROBE + 1)
+
+    def step(Xa, Ga, F, r, s):
+        now = time.perf_counter()
+        s.setdefault("rows", np.arange(len(Xa)))  # the active rows (filtered as rows freeze)
+        marks = run["marks"]
+        marks.append((now, float(r.max(initial=0.0))))
+        if run["mode"] == "anderson":
+            if run["t_a"] is None and len(marks) == _TIMED + 2:
+                run["t_a"] = (now - marks[1][0]) / _TIMED
+                if run["n_a"] * run["t_a"] >= run["left"] * run["t_p"]:
+                    resume_picard(s)
+                    return Ga
+            return anderson(Xa, Ga, F, r, s)
+        if len(marks) < run["check"] or len(Xa) < 2 * _SAMPLE:
+            return Ga
+        window = min(len(marks) - 1, run["check"] // 2 + 1)
+        run["t_p"] = (now - marks[-1 - window][0]) / window
+        run["left"] = left = _steps_left([m for _, m in marks], tol)
+        run["check"] = 2 * run["check"]
+        if left <= cost * (memory + 2):
+            return Ga
+        if run["n_a"] == np.inf and len(trials) < _TRIALS:
+            pos = np.linspace(0, len(Xa) - 1, _SAMPLE).round().astype(int)
+            rows = s["rows"][pos]
+            half = np.sqrt(tol * max(marks[-1][1], tol))  # half of the way to tol, in log
+            trial = _iterate(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], half, int(left / cost / 2),
+                             _anderson_step(memory))
+            trials.append((len(marks), trial))
+            Ga = Ga.copy()
+            Ga[pos] = trial.X
+            # Anderson accelerates: twice its steps to half-way bound its steps to tol
+            run["n_a"] = 2 * trial.iterations if trial.converged else np.inf
+        cheap = run["t_a"] is None and run["n_a"] * cost < left
+        if cheap or (run["t_a"] is not None and run["n_a"] * run["t_a"] < left * run["t_p"]):
+            run.update(mode="anderson", marks=[(now, marks[-1][1])])
+            return anderson(Xa, Ga, F, r, s)
+        return Ga
+
+    return step, trials
 
 
 def _steps_left(trace, tol) -> float:
@@ -355,32 +386,6 @@ def anderson_cost(A, memory: int = ANDERSON_MEMORY) -> float:
     entries = A.nnz * _COST_SPARSE if sp.issparse(A) else np.count_nonzero(A)
     picard = _COST_P0 + _COST_PN * n + entries
     return 1.0 + (_COST_A0 + _COST_AN * n) * memory / 5 / picard
-
-
-def _then(first: KernelRun, second: KernelRun) -> KernelRun:
-    """`second` continued from `first`'s point: iterations and traces add up."""
-    return KernelRun(second.X, first.trace + second.trace, second.converged,
-                     first.iterations + second.iterations, second.residual)
-
-
-def _costed_anderson(memory: int, max_step_time: float):
-    """Anderson steps, timed on all rows (map included); once _TIMED steps after the first take
-    longer than max_step_time on average, Picard steps for the rest."""
-    anderson = _anderson_step(memory)
-    clock = {"marks": [], "picard": False}
-
-    def step(Xa, Ga, F, r, s):
-        if clock["picard"]:
-            return Ga
-        marks = clock["marks"]
-        marks.append(time.perf_counter())
-        if len(marks) == _TIMED + 2 and (marks[-1] - marks[1]) / _TIMED > max_step_time:
-            clock["picard"] = True
-            s.clear()
-            return Ga
-        return anderson(Xa, Ga, F, r, s)
-
-    return step
 
 
 def _shift(rows, offset: int):

@@ -288,9 +288,11 @@ def test_anderson_converges_on_contractions_no_slower_than_picard(seed):
     Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
     for method in ("auto", "anderson"):
         X, info = solve_equilibrium(model, U, method, tol=1e-10)
-        # "auto" sweeps the blocks (the sweep counts one) and, on a 3-state block whose
-        # Picard steps cost far less than Anderson's, may keep Picard: then Picard's count + 1
-        assert info.iterations <= picard.iterations + (method == "auto")
+        # "auto" sweeps the blocks (the sweep counts one) and chooses by measured time: on a
+        # 3-state block, whose Picard steps cost far less than Anderson's, it may keep Picard
+        # after timing a few Anderson steps (which need not contract like Picard's)
+        slack = 1 + eq._TIMED + 2 if method == "auto" else 0
+        assert info.iterations <= picard.iterations + slack
         np.testing.assert_allclose(X, Xp, atol=2e-8, rtol=0)  # residual / (1 − κ) each
 
 

@@ -38,7 +38,8 @@ def project_weighted_l1_rows(V: np.ndarray, a: np.ndarray, radius: float):
     """Euclidean projection of each row of V onto {x : Σ_j a_j|x_j| ≤ radius} (a > 0), exact.
 
     x_j = sign(v_j)·max(|v_j| − θa_j, 0) with θ ≥ 0 the root of Σ_j a_j max(|v_j| − θa_j, 0) = r,
-    found by sorting the breakpoints |v_j|/a_j (O(n log n) per row, vectorized). Returns (X, θ).
+    found by sorting the breakpoints |v_j|/a_j (O(n log n) per row, vectorized); rows inside are
+    returned unchanged, projected rows satisfy Σ_j a_j|x_j| ≤ radius. Returns (X, θ).
     """
     absV = np.abs(V)
     theta = np.zeros(V.shape[0])
@@ -52,7 +53,11 @@ def project_weighted_l1_rows(V: np.ndarray, a: np.ndarray, radius: float):
     th = (np.cumsum(a_sorted * v_sorted, axis=1) - radius) / np.cumsum(a_sorted**2, axis=1)
     last = np.count_nonzero(th < v_sorted / a_sorted, axis=1) - 1  # true on a prefix
     theta[outside] = np.maximum(th[np.arange(len(last)), last], 0.0)
-    return np.sign(V) * np.maximum(absV - theta[:, None] * a, 0.0), theta
+    X = np.sign(V) * np.maximum(absV - theta[:, None] * a, 0.0)
+    norms = np.abs(X) @ a
+    over = norms > radius  # by rounding: shrink onto the ball
+    X[over] *= (radius / norms[over])[:, None]
+    return X, theta
 
 
 @dataclass
