@@ -150,7 +150,7 @@ def bench_gaussian(rhos, n=100, m=1000, seed=0):
 
 
 def mlp(rng, sizes=(784, 256, 256, 10)):
-    """The MLP's weights and its implicit model, states x = (x_2, x_1) (DESIGN §4)."""
+    """The MLP's weights and its implicit model, states x = (x_2, x_1) (the last hidden layer first)."""
     W = [rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i]) for i in range(3)]
     b = [0.1 * rng.standard_normal(s) for s in sizes[1:]]
     h1, h2 = sizes[1], sizes[2]

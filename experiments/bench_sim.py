@@ -1,4 +1,4 @@
-"""Benchmark of the SIM row fits (DESIGN §6.1, §6.3): per-row solvers vs all rows at once vs the floor.
+"""Benchmark of the SIM row fits: per-row solvers vs all rows at once vs the least-squares floor.
 
 Methods, on the same states, λ and κ, all timed in one run:
   raw-SCS / raw-Clarabel: a fresh cvxpy problem per row on the raw m-sample data (the peers' way;

@@ -186,27 +186,27 @@ class _Faces:
         """(x, ν): x zero off each row's support {sig ≠ 0}; ν the active balls' multipliers."""
         x = np.zeros_like(b)
         nu = np.zeros((b.shape[0], len(self.radii)))
-        for i in range(b.shape[0]):
-            supp = np.flatnonzero(sig[i])
-            if supp.size:
-                x[i, supp], nu[i] = self._row(b[i, supp], sig[i, supp], act[i], supp)
+        on = act & ((sig != 0) @ (self.A != 0))  # tight balls with a coordinate on the face
+        rows, cols = np.nonzero(sig)
+        starts = np.searchsorted(rows, np.arange(b.shape[0] + 1))
+        for i in np.flatnonzero(np.diff(starts)):
+            supp = cols[starts[i] : starts[i + 1]]
+            x[i, supp], nu[i] = self._row(b[i, supp], sig[i, supp], np.flatnonzero(on[i]), supp)
         return x, nu
 
-    def _row(self, b, sg, act, supp):
-        on = [j for j in range(len(act)) if act[j] and self.A[supp, j].any()]  # tight, on the face
-        rhs = np.empty((supp.size, 1 + len(on)))
+    def _row(self, b, sg, on, supp):
+        rhs = np.empty((supp.size, 1 + on.size))
         rhs[:, 0] = b
-        if on:
+        if on.size:
             rhs[:, 1:] = self.A[supp][:, on] * sg[:, None]
-        K = np.take(self.K[supp], supp, axis=1)
-        _, sol, info = dposv(K, rhs, overwrite_a=True)
+        _, sol, info = dposv(np.take(self.K[supp], supp, axis=1), rhs, overwrite_a=True)
         if info != 0:
             sol = np.linalg.solve(np.take(self.K[supp], supp, axis=1), rhs)
         x, nu = sol[:, 0], np.zeros(len(self.radii))
-        if on:  # the Schur complement of the ball rows: (EᵀK⁻¹E)ν = EᵀK⁻¹b − r
+        if on.size:  # the Schur complement of the ball rows: (EᵀK⁻¹E)ν = EᵀK⁻¹b − r
             E, KE = rhs[:, 1:], sol[:, 1:]
-            if len(on) == 1:
-                nu[on[0]] = (E[:, 0] @ x - self.radii[on[0]]) / (E[:, 0] @ KE[:, 0])
+            if on.size == 1:
+                nu[on] = (E[:, 0] @ x - self.radii[on]) / (E[:, 0] @ KE[:, 0])
             else:
                 nu[on] = np.linalg.solve(E.T @ KE, E.T @ x - self.radii[on])
             x = x - KE @ nu[on]
