@@ -5,8 +5,9 @@ of rows._Problem; its certificate is the judge). All rows share G, so
 1. ADMM on the whole weight matrix, min f(W) + g(V) s.t. W = V with f = Σ_i w_iᵀGw_i − 2h_iᵀw_i and
    g = λ‖·‖_1 + ball indicators, uses one Cholesky factor of 2G + ρI for every row (refactored
    only when the residual-balancing ρ changes) and a vectorized prox of g;
-2. the primal active-set method then runs on all rows in lockstep from ADMM's point, each round
-   one exact face solve per row, batched by face size. Its face steps are proximal
+2. the primal active-set method then runs on all rows in lockstep from ADMM's point (one pivot
+   per row per round: the ratio tests, gradients and pivot rules are vectorized over rows; each
+   face system is one LAPACK Cholesky solve of its exact size). Its face steps are proximal
    (min f + λσᵀw + (μ/2)‖w − w_k‖² on the face), so singular faces — dead states, collinear
    states, λ → 0 — are well posed; at its fixed point the step vanishes and the face point is an
    exact minimizer of the original problem.
