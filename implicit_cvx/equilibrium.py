@@ -351,7 +351,8 @@ def _adaptive_step(g, tol, memory, cost):
         if left <= cost * (memory + 2):
             return Ga
         if run["n_a"] == np.inf and len(trials) < _TRIALS:
-            pos = np.linspace(0, len(Xa) - 1, _SAMPLE).round().astype(int)
+            stride = len(Xa) // _SAMPLE  # each try on rows no earlier try has advanced
+            pos = np.arange(_SAMPLE) * stride + len(trials) % stride
             rows = s["rows"][pos]
             half = np.sqrt(tol * max(marks[-1][1], tol))  # half of the way to tol, in log
             trial = _iterate(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], half, int(left / cost / 2),

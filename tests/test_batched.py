@@ -172,3 +172,22 @@ def test_admm_alone_reaches_the_optimum_of_a_well_conditioned_problem(monkeypatc
     assert useful and its == 2000
     obj = prob.certify(prob.clip_balls(sc.unscale(V, len(prob.lam))), rows)[0]
     np.testing.assert_allclose(obj, clarabel_rows(R, T, spec), rtol=1e-7)
+
+
+def test_fit_sim_at_a_tiny_penalty_certifies_every_row_without_clarabel():
+    """λ → 0 on teacher states (dead and collinear states, constant pixels): every (A, B) and
+    (C, D) row certified by the native engine, none escalated to Clarabel."""
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    from implicit_cvx.train.sim import fit_sim
+
+    data = load_digits()
+    U, y = data.data[:400] / 16.0, data.target[:400]
+    teacher = MLPClassifier(hidden_layer_sizes=(24, 12), random_state=0, max_iter=200).fit(U, y)
+    result = fit_sim(U, y, teacher=teacher, task="classification", lam=1e-9, tol=1e-9)
+    assert result.summary["rows_escalated"] == 0
+    for stage in result.history:
+        assert stage["inaccurate"] == 0, stage["phase"]
+    assert result.summary["max_duality_gap"] <= 1e-9 * max(1.0, max(
+        max(np.abs(stage["row_objectives"])) for stage in result.history))
