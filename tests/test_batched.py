@@ -174,6 +174,7 @@ def test_admm_alone_reaches_the_optimum_of_a_well_conditioned_problem(monkeypatc
     np.testing.assert_allclose(obj, clarabel_rows(R, T, spec), rtol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fit_sim_at_a_tiny_penalty_certifies_every_row_without_clarabel():
     """λ → 0 on teacher states (dead and collinear states, constant pixels): every (A, B) and
     (C, D) row certified by the native engine, none escalated to Clarabel."""
