@@ -16,6 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..wellposed import BALL_RTOL, project_l1_ball_rows
+from .batched import solve_batched
 from .gram import GramStats, eliminate_free, regularize
 
 
@@ -333,8 +334,6 @@ def _solve_active_set(prob: _Problem, rows, warm_start, max_iter, tol, method="a
     with threadpool_limits(1, user_api="blas"):  # small dense solves: threads only thrash
         todo = range(k if d else 0)
         if method != "active_set":
-            from .batched import solve_batched
-
             W, obj, gap, iters = solve_batched(prob, rows, None if warm_start is None else W, max_iter)
             todo = np.flatnonzero(_relative(gap, obj) > tol)
         for i in todo:
