@@ -38,6 +38,7 @@ _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved
 # "adaptive": Picard steps of the first segment, rows Anderson's steps are counted on, Anderson
 # steps timed on the other rows, and tries on the sample.
 _PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 3
+_MIN_SECONDS = 0.01  # Picard's predicted time left below which Anderson is not even tried
 _COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0, 345.0
 
 
@@ -314,9 +315,11 @@ def _adaptive_step(g, tol, memory, cost):
     step _PROBE + 1, then at doubling intervals, since early steps contract faster — predicts
     Picard's steps still to go, picard_left. Once Anderson could pay at all, picard_left >
     cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard, `anderson_cost`;
-    memory + 2: the steps Anderson needs to build its history), its steps n_A are estimated on
-    _SAMPLE of the rows: twice its steps to half of the way to tol, in log (at most _TRIALS
-    tries; the sample keeps its progress). If n_A·cost < picard_left, Anderson takes over for
+    memory + 2: the steps Anderson needs to build its history) and Picard's predicted time left
+    is worth a decision (≥ _MIN_SECONDS), its steps n_A are estimated on
+    _SAMPLE of the rows: its steps to half of the way to tol (in log), then the rest at its last
+    contraction but at most as many again, Anderson accelerating (at most _TRIALS tries, each
+    on rows no earlier one advanced). If n_A·cost < picard_left, Anderson takes over for
     _TIMED steps that measure its step time t_A and stays if n_A·t_A < picard_left·t_P; else
     Picard resumes, and Anderson returns at a later check if the inequality then holds.
     Anderson's memory and safeguards are its own: a step it rejects for a sample (an
@@ -348,20 +351,21 @@ def _adaptive_step(g, tol, memory, cost):
         run["t_p"] = (now - marks[-1 - window][0]) / window
         run["left"] = left = _steps_left([m for _, m in marks], tol)
         run["check"] = 2 * run["check"]
-        if left <= cost * (memory + 2):
+        if left <= cost * (memory + 2) or left * run["t_p"] < _MIN_SECONDS:
             return Ga
         if run["n_a"] == np.inf and len(trials) < _TRIALS:
             stride = len(Xa) // _SAMPLE  # each try on rows no earlier try has advanced
             pos = np.arange(_SAMPLE) * stride + len(trials) % stride
             rows = s["rows"][pos]
             half = np.sqrt(tol * max(marks[-1][1], tol))  # half of the way to tol, in log
-            trial = _iterate(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], half, int(left / cost / 2),
+            trial = _iterate(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], half, int(left / cost),
                              _anderson_step(memory))
             trials.append((len(marks), trial))
             Ga = Ga.copy()
             Ga[pos] = trial.X
-            # Anderson accelerates: twice its steps to half-way bound its steps to tol
-            run["n_a"] = 2 * trial.iterations if trial.converged else np.inf
+            k = trial.iterations  # to half-way; the rest at its last contraction, at most k more
+            rest = min(k, _steps_left(trial.trace, tol)) if k >= 3 else k
+            run["n_a"] = k + rest if trial.converged else np.inf
         cheap = run["t_a"] is None and run["n_a"] * cost < left
         if cheap or (run["t_a"] is not None and run["n_a"] * run["t_a"] < left * run["t_p"]):
             run.update(mode="anderson", marks=[(now, marks[-1][1])])

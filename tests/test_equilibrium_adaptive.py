@@ -43,7 +43,8 @@ def test_fast_contraction_keeps_picard():
     np.testing.assert_allclose(X, Xp, atol=2e-10 / (1 - 0.99), rtol=0)
 
 
-def test_slow_contraction_switches_to_anderson():
+def test_slow_contraction_switches_to_anderson(monkeypatch):
+    monkeypatch.setattr(eq, "_MIN_SECONDS", 0.0)  # decide even if Picard would be quick here
     rng = np.random.default_rng(1)
     model = model_with(slow_block(rng, 100, 0.99), rng)
     U = rng.standard_normal((500, 5))
@@ -54,9 +55,10 @@ def test_slow_contraction_switches_to_anderson():
     np.testing.assert_allclose(X, Xp, atol=1e-10 / (1 - 0.99) * 2, rtol=0)
 
 
-def test_anderson_is_not_tried_when_it_cannot_pay():
+def test_anderson_is_not_tried_when_it_cannot_pay(monkeypatch):
     """With a predicted Anderson step cost beyond Picard's steps to go, "adaptive" is Picard
     exactly; with a cheap one it solves the same problem in far fewer steps."""
+    monkeypatch.setattr(eq, "_MIN_SECONDS", 0.0)
     rng = np.random.default_rng(2)
     A = slow_block(rng, 30, 0.95)
     K = rng.standard_normal((200, 30))
@@ -75,9 +77,10 @@ def test_anderson_is_not_tried_when_it_cannot_pay():
     assert np.abs(g(cheap.X, slice(None)) - cheap.X).max() <= 1e-10  # every row, sample too
 
 
-def test_structured_chooses_per_block():
+def test_structured_chooses_per_block(monkeypatch):
     """A fast block feeding a slow one: the sweep keeps Picard on the first and runs Anderson
     on the second; together far fewer steps than Picard on the whole model."""
+    monkeypatch.setattr(eq, "_MIN_SECONDS", 0.0)
     rng = np.random.default_rng(3)
     n = 60
     A = np.zeros((2 * n, 2 * n))
@@ -94,6 +97,21 @@ def test_structured_chooses_per_block():
     assert naive_residual(model, U, X) <= 1e-10
     assert info.iterations < picard.iterations / 3
     np.testing.assert_allclose(X, Xp, atol=1e-10 / (1 - 0.99) * 2, rtol=0)
+
+
+def test_quick_problems_never_try_anderson(monkeypatch):
+    """Below _MIN_SECONDS of predicted Picard time a decision cannot pay for itself."""
+    monkeypatch.setattr(eq, "_MIN_SECONDS", np.inf)
+    rng = np.random.default_rng(5)
+    A = slow_block(rng, 30, 0.95)
+    K = rng.standard_normal((200, 30))
+
+    def g(X, rows):
+        return np.maximum(X @ A.T + K[rows], 0.0)
+
+    picard = eq.run_kernel("picard", g, np.zeros_like(K), 1e-10, 5000)
+    auto = eq.run_kernel("adaptive", g, np.zeros_like(K), 1e-10, 5000, cost=1.0)
+    assert auto.iterations == picard.iterations
 
 
 def test_anderson_cost_model():
