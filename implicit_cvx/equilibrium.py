@@ -38,7 +38,8 @@ _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved
 # "adaptive": Picard steps of the first segment, rows Anderson's steps are counted on, Anderson
 # steps timed on the other rows, and tries on the sample.
 _PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 3
-_MIN_SECONDS = 0.01  # Picard's predicted time left below which Anderson is not even tried
+_MIN_SECONDS = 0.01  # Picard's predicted time left below which Anderson is chosen by the model
+_TINY = 100_000  # m·(nnz(A) + n) below which "adaptive" defers to `choose_kernel`
 _COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0, 345.0
 
 
@@ -313,17 +314,18 @@ def _adaptive_step(g, tol, memory, cost):
 
     Picard steps are timed, and their contraction — the last two steps' rate, re-estimated at
     step _PROBE + 1, then at doubling intervals, since early steps contract faster — predicts
-    Picard's steps still to go, picard_left. Once Anderson could pay at all, picard_left >
-    cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard, `anderson_cost`;
-    memory + 2: the steps Anderson needs to build its history) and Picard's predicted time left
-    is worth a decision (≥ _MIN_SECONDS), its steps n_A are estimated on
+    Picard's steps still to go, picard_left. Anderson is considered once it could pay at all:
+    picard_left > cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard,
+    `anderson_cost`; memory + 2: the steps Anderson needs to build its history). If Picard's
+    predicted time left is below _MIN_SECONDS, or the rows too few to sample, there is nothing
+    worth measuring and Anderson takes over at once. Otherwise its steps n_A are estimated on
     _SAMPLE of the rows: its steps to half of the way to tol (in log), then the rest at its last
-    contraction but at most as many again, Anderson accelerating (at most _TRIALS tries, each
-    on rows no earlier one advanced). If n_A·cost < picard_left, Anderson takes over for
-    _TIMED steps that measure its step time t_A and stays if n_A·t_A < picard_left·t_P; else
-    Picard resumes, and Anderson returns at a later check if the inequality then holds.
-    Anderson's memory and safeguards are its own: a step it rejects for a sample (an
-    ill-conditioned mixing, a residual jump, a stall) is a Picard step for that sample."""
+    contraction but at most as many again, Anderson accelerating (at most _TRIALS tries, each on
+    rows no earlier one advanced). If n_A·cost < picard_left, Anderson takes over for _TIMED
+    steps that measure its step time t_A and stays if n_A·t_A < picard_left·t_P; else Picard
+    resumes, and Anderson returns at a later check if the inequality then holds. Anderson's
+    memory and safeguards are its own: a step it rejects for a sample (an ill-conditioned
+    mixing, a residual jump, a stall) is a Picard step for that sample."""
     anderson = _anderson_step(memory)
     trials = []
     run = {"mode": "picard", "marks": [], "check": _PROBE + 1, "n_a": np.inf, "t_a": None}
@@ -345,14 +347,17 @@ def _adaptive_step(g, tol, memory, cost):
                     resume_picard(s)
                     return Ga
             return anderson(Xa, Ga, F, r, s)
-        if len(marks) < run["check"] or len(Xa) < 2 * _SAMPLE:
+        if len(marks) < run["check"]:
             return Ga
         window = min(len(marks) - 1, run["check"] // 2 + 1)
         run["t_p"] = (now - marks[-1 - window][0]) / window
         run["left"] = left = _steps_left([m for _, m in marks], tol)
         run["check"] = 2 * run["check"]
-        if left <= cost * (memory + 2) or left * run["t_p"] < _MIN_SECONDS:
+        if left <= cost * (memory + 2):
             return Ga
+        if left * run["t_p"] < _MIN_SECONDS or len(Xa) < 2 * _SAMPLE:  # by the model alone
+            run.update(mode="anderson", marks=[], t_a=0.0)
+            return anderson(Xa, Ga, F, r, s)
         if run["n_a"] == np.inf and len(trials) < _TRIALS:
             stride = len(Xa) // _SAMPLE  # each try on rows no earlier try has advanced
             pos = np.arange(_SAMPLE) * stride + len(trials) % stride
@@ -399,6 +404,16 @@ def _shift(rows, offset: int):
     return rows + offset
 
 
+def _kernel_for(A, m: int) -> tuple[str, float | None]:
+    """("adaptive", anderson_cost(A)) for the fixed point of A on m samples; but when a step
+    costs next to nothing (m·(nnz(A) + n) < _TINY), timings are noise and the worst-case rate
+    rule `choose_kernel` decides."""
+    nnz = A.nnz if sp.issparse(A) else np.count_nonzero(A)
+    if m * (nnz + A.shape[0]) < _TINY:
+        return choose_kernel(A), None
+    return "adaptive", anderson_cost(A)
+
+
 def choose_kernel(A) -> str:
     """Picard when ‖A‖_∞ (its worst-case rate) is below ANDERSON_FROM_RATE (dense A) or
     ANDERSON_FROM_RATE_SPARSE (sparse A: a product is cheap next to Anderson's O(memory·m·n)
@@ -419,8 +434,8 @@ def _start(X0, K):
 # ---- solvers ------------------------------------------------------------------------------
 def _kernel_solver(kind: str):
     def solver(A, K, phi, X0, tol, max_iter):
-        cost = anderson_cost(A) if kind == "adaptive" else None
-        run = run_kernel(kind, _affine_map(A, K, phi), _start(X0, K), tol, max_iter, cost=cost)
+        inner, cost = _kernel_for(A, K.shape[0]) if kind == "adaptive" else (kind, None)
+        run = run_kernel(inner, _affine_map(A, K, phi), _start(X0, K), tol, max_iter, cost=cost)
         return run.X, EquilibriumInfo(kind, run.iterations, run.residual, run.converged, run.trace)
 
     solver.__name__ = kind
@@ -517,8 +532,9 @@ def structured(A, K, phi, X0, tol, max_iter):
             X[:, st.states] = st.phi(Ks)
             continue
         block = sub_block(A, st.states, st.states)
-        run = run_kernel("adaptive", _affine_map(block, Ks, st.phi), X[:, st.states], tol,
-                         max_iter, cost=anderson_cost(block))
+        kind, cost = _kernel_for(block, Ks.shape[0])
+        run = run_kernel(kind, _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter,
+                         cost=cost)
         X[:, st.states] = run.X
         iterations += run.iterations
         trace += run.trace
