@@ -36,6 +36,12 @@ _RESTART_FACTOR = 2.0
 _PROGRESS = 0.9
 _PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
+# "adaptive": Picard steps of the first segment, rows Anderson's steps are counted on, Anderson
+# steps timed on the other rows, and tries on the sample.
+_PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 3
+_MIN_SECONDS = 0.01  # Picard's predicted time left below which Anderson is chosen by the model
+_TINY = 100_000  # m·(nnz(A) + n) below which "adaptive" defers to `choose_kernel`
+_COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0, 345.0
 
 
 @dataclass
@@ -115,6 +121,7 @@ class KernelRun(NamedTuple):
     converged: bool
     iterations: int
     residual: float
+    G: np.ndarray | None = None  # g(X): the next Picard iterate, already computed
 
 
 def _rows(active: np.ndarray):
@@ -129,6 +136,7 @@ def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
     rows leave the work arrays once ≥ 5% of the active rows are done.
     """
     X = np.array(X0, dtype=float)
+    GX = np.empty_like(X)
     active = np.arange(X.shape[0])
     Xa, trace, state, frozen = X, [], {}, 0.0
     for it in range(max_iter):
@@ -138,10 +146,10 @@ def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
         trace.append(float(r.max(initial=0.0)))
         done = r <= tol
         if done.all() or it == max_iter - 1:
-            X[active] = Xa
-            return KernelRun(X, trace, bool(done.all()), it + 1, max(frozen, trace[-1]))
+            X[active], GX[active] = Xa, Ga
+            return KernelRun(X, trace, bool(done.all()), it + 1, max(frozen, trace[-1]), GX)
         if 20 * done.sum() >= active.size:
-            X[active[done]] = Xa[done]
+            X[active[done]], GX[active[done]] = Xa[done], Ga[done]
             frozen = max(frozen, float(r[done].max()))
             keep = ~done
             active, Xa, Ga, F, r = active[keep], Xa[keep], Ga[keep], F[keep], r[keep]
@@ -169,7 +177,7 @@ def _anderson_step(memory: int):
 
     def step(Xa, Ga, F, r, s):
         m, n = F.shape
-        if not s:
+        if "dF" not in s:
             s.update(
                 dF=np.zeros((m, memory, n)), dG=np.zeros((m, memory, n)),
                 H=np.zeros((m, memory, memory)), F=F, G=Ga, r=r, slot=np.zeros(m, dtype=int),
@@ -237,16 +245,27 @@ def spd_solve(H: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -> KernelRun:
-    """Fixed-point iteration X = g(X) by "picard" or "anderson"; g(X_rows, rows) evaluates the
-    map on some rows. Anderson runs in row chunks that keep its history within budget (rows
-    are independent problems), reporting the most iterations and the worst residual."""
+def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY,
+               cost: float | None = None) -> KernelRun:
+    """Fixed-point iteration X = g(X) by "picard", "anderson" or "adaptive" (Picard, or Anderson
+    where measured to pay: `_adaptive`, given `cost` = `anderson_cost(A)` of the map's A);
+    g(X_rows, rows) evaluates the map on some rows.
+    Anderson runs in row chunks that keep its history within budget (rows are independent
+    problems), reporting the most iterations and the worst residual."""
     if kind == "picard":
         return _iterate(g, X0, tol, max_iter, _picard_step)
+    if kind == "adaptive":
+        return _adaptive(g, X0, tol, max_iter, memory, cost)
+    return _chunked(g, X0, tol, max_iter, lambda g_rows: _anderson_step(memory), memory)
+
+
+def _chunked(g, X0, tol, max_iter, make_step, memory) -> KernelRun:
+    """`_iterate` with a fresh step `make_step(g_chunk)` per row chunk of at most _CHUNK_BYTES
+    of Anderson history (`g_chunk`: the map on the chunk's rows)."""
     m, n = X0.shape
     chunk = max(1, int(_CHUNK_BYTES // (8 * max(n, 1) * (2 * memory + 5))))
     if m <= chunk:
-        return _iterate(g, X0, tol, max_iter, _anderson_step(memory))
+        return _iterate(g, X0, tol, max_iter, make_step(g))
     X = np.empty(X0.shape)
     runs = []
     for a in range(0, m, chunk):
@@ -255,8 +274,13 @@ def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -
         def g_chunk(Xr, rows, a=a):
             return g(Xr, _shift(rows, a))
 
-        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, _anderson_step(memory)))
+        runs.append(_iterate(g_chunk, X0[a:b], tol, max_iter, make_step(g_chunk)))
         X[a:b] = runs[-1].X
+    return _merge(X, runs)
+
+
+def _merge(X, runs) -> KernelRun:
+    """One KernelRun for runs on disjoint rows of X: most iterations, elementwise-max trace."""
     length = max(run.iterations for run in runs)
     trace = [max(run.trace[min(i, run.iterations - 1)] for run in runs) for i in range(length)]
     return KernelRun(
@@ -264,10 +288,124 @@ def run_kernel(kind: str, g, X0, tol, max_iter, memory: int = ANDERSON_MEMORY) -
     )
 
 
+def _adaptive(g, X0, tol, max_iter, memory, cost=None) -> KernelRun:
+    """Picard, or Anderson where measured to pay (`_adaptive_step`), in one fixed-point loop per
+    row chunk; the steps of the sample trials count in the iterations."""
+    trials = []
+
+    def make_step(g_rows):
+        step, chunk_trials = _adaptive_step(g_rows, tol, memory, 1.0 if cost is None else cost)
+        trials.append(chunk_trials)
+        return step
+
+    run = _chunked(g, X0, tol, max_iter, make_step, memory)
+    ends = [start + t.iterations for chunk in trials for start, t in chunk]
+    return run._replace(iterations=max([run.iterations] + ends))
+
+
+def _adaptive_step(g, tol, memory, cost):
+    """The step of `_adaptive` on the map g, and the list of its sample trials (step, run).
+
+    Picard steps are timed, and their contraction — the last two steps' rate, re-estimated at
+    step _PROBE + 1, then at doubling intervals, since early steps contract faster — predicts
+    Picard's steps still to go, picard_left. Anderson is considered once it could pay at all:
+    picard_left > cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard,
+    `anderson_cost`; memory + 2: the steps Anderson needs to build its history). If Picard's
+    predicted time left is below _MIN_SECONDS, or the rows too few to sample, there is nothing
+    worth measuring and Anderson takes over at once. Otherwise its steps n_A are estimated on
+    _SAMPLE of the rows: its steps to half of the way to tol (in log), then the rest at its last
+    contraction but at most as many again, Anderson accelerating (at most _TRIALS tries, each on
+    rows no earlier one advanced). If n_A·cost < picard_left, Anderson takes over for _TIMED
+    steps that measure its step time t_A and stays if n_A·t_A < picard_left·t_P; else Picard
+    resumes, and Anderson returns at a later check if the inequality then holds. Anderson's
+    memory and safeguards are its own: a step it rejects for a sample (an ill-conditioned
+    mixing, a residual jump, a stall) is a Picard step for that sample."""
+    anderson = _anderson_step(memory)
+    trials = []
+    run = {"mode": "picard", "marks": [], "check": _PROBE + 1, "n_a": np.inf, "t_a": None}
+
+    def resume_picard(s):
+        for key in [k for k in s if k != "rows"]:
+            del s[key]  # Anderson restarts from an empty history
+        run.update(mode="picard", marks=[], check=_PROBE + 1)
+
+    def step(Xa, Ga, F, r, s):
+        now = time.perf_counter()
+        s.setdefault("rows", np.arange(len(Xa)))  # the active rows (filtered as rows freeze)
+        marks = run["marks"]
+        marks.append((now, float(r.max(initial=0.0))))
+        if run["mode"] == "anderson":
+            if run["t_a"] is None and len(marks) == _TIMED + 2:
+                run["t_a"] = (now - marks[1][0]) / _TIMED
+                if run["n_a"] * run["t_a"] >= run["left"] * run["t_p"]:
+                    resume_picard(s)
+                    return Ga
+            return anderson(Xa, Ga, F, r, s)
+        if len(marks) < run["check"]:
+            return Ga
+        window = min(len(marks) - 1, run["check"] // 2 + 1)
+        run["t_p"] = (now - marks[-1 - window][0]) / window
+        run["left"] = left = _steps_left([m for _, m in marks], tol)
+        run["check"] = 2 * run["check"]
+        if left <= cost * (memory + 2):
+            return Ga
+        if left * run["t_p"] < _MIN_SECONDS or len(Xa) < 2 * _SAMPLE:  # by the model alone
+            run.update(mode="anderson", marks=[], t_a=0.0)
+            return anderson(Xa, Ga, F, r, s)
+        if run["n_a"] == np.inf and len(trials) < _TRIALS:
+            stride = len(Xa) // _SAMPLE  # each try on rows no earlier try has advanced
+            pos = np.arange(_SAMPLE) * stride + len(trials) % stride
+            rows = s["rows"][pos]
+            half = np.sqrt(tol * max(marks[-1][1], tol))  # half of the way to tol, in log
+            trial = _iterate(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], half, int(left / cost),
+                             _anderson_step(memory))
+            trials.append((len(marks), trial))
+            Ga = Ga.copy()
+            Ga[pos] = trial.X
+            k = trial.iterations  # to half-way; the rest at its last contraction, at most k more
+            rest = min(k, _steps_left(trial.trace, tol)) if k >= 3 else k
+            run["n_a"] = k + rest if trial.converged else np.inf
+        cheap = run["t_a"] is None and run["n_a"] * cost < left
+        if cheap or (run["t_a"] is not None and run["n_a"] * run["t_a"] < left * run["t_p"]):
+            run.update(mode="anderson", marks=[(now, marks[-1][1])])
+            return anderson(Xa, Ga, F, r, s)
+        return Ga
+
+    return step, trials
+
+
+def _steps_left(trace, tol) -> float:
+    """Picard steps from trace[-1] down to tol at the contraction of the last two steps."""
+    r0, r1 = trace[-3], trace[-1]
+    rate = np.sqrt(r1 / r0) if r0 > 0 else 0.0
+    return np.log(tol / r1) / np.log(rate) if 0 < rate < 1 else np.inf
+
+
+def anderson_cost(A, memory: int = ANDERSON_MEMORY) -> float:
+    """Predicted time of an Anderson step over a Picard step (map included), per sample:
+    Picard ~ _COST_P0 + _COST_PN·n + nnz(A)·(1, or _COST_SPARSE for CSR), Anderson adds
+    ~ (_COST_A0 + _COST_AN·n)·memory/5, in units of one dense entry of A; fitted to step
+    times measured on the benchmark grid (n = 3 to 1000), within a factor ~1.5."""
+    n = A.shape[0]
+    entries = A.nnz * _COST_SPARSE if sp.issparse(A) else np.count_nonzero(A)
+    picard = _COST_P0 + _COST_PN * n + entries
+    return 1.0 + (_COST_A0 + _COST_AN * n) * memory / 5 / picard
+
+
 def _shift(rows, offset: int):
     if isinstance(rows, slice):
         return slice(rows.start + offset, rows.stop + offset)
     return rows + offset
+
+
+def _kernel_for(A, m: int) -> tuple[str, float | None]:
+    """("adaptive", anderson_cost(A)) for the fixed point of A on m samples; but when a step
+    costs next to nothing (m·(nnz(A) + n) < _TINY), timings are noise and the worst-case rate
+    rule `choose_kernel` decides."""
+    nnz = A.nnz if sp.issparse(A) else np.count_nonzero(A)
+    if m * (nnz + A.shape[0]) < _TINY:
+        return choose_kernel(A), None
+    return "adaptive", anderson_cost(A)
 
 
 def choose_kernel(A) -> str:
@@ -290,7 +428,8 @@ def _start(X0, K):
 # ---- solvers ------------------------------------------------------------------------------
 def _kernel_solver(kind: str):
     def solver(A, K, phi, X0, tol, max_iter):
-        run = run_kernel(kind, _affine_map(A, K, phi), _start(X0, K), tol, max_iter)
+        inner, cost = _kernel_for(A, K.shape[0]) if kind == "adaptive" else (kind, None)
+        run = run_kernel(inner, _affine_map(A, K, phi), _start(X0, K), tol, max_iter, cost=cost)
         return run.X, EquilibriumInfo(kind, run.iterations, run.residual, run.converged, run.trace)
 
     solver.__name__ = kind
@@ -303,6 +442,7 @@ def _kernel_solver(kind: str):
 
 picard = _kernel_solver("picard")
 anderson = _kernel_solver("anderson")
+adaptive = _kernel_solver("adaptive")
 
 
 @dataclass(frozen=True)
@@ -407,8 +547,8 @@ def _solve_selfloops(A, st: _Step, Ks: np.ndarray) -> tuple[np.ndarray, float, b
 def structured(A, K, phi, X0, tol, max_iter):
     """One sweep over A's components in topological order (Thm 2.8/2.9): each acyclic level is
     one matrix product on the states it reads; scalar self-loops x_i = φ(a_i x_i + c_i) are
-    solved in closed form (Remark 2.5); each other cyclic component is iterated alone (Picard
-    or Anderson by `choose_kernel` on its diagonal block) with earlier states fixed.
+    solved in closed form (Remark 2.5); each other cyclic component is iterated alone by the
+    "adaptive" kernel (Picard, or Anderson where measured to pay) with earlier states fixed.
 
     Exact in one pass for feed-forward A. `iterations` counts the sweep plus the inner
     iterations; the trace concatenates the inner traces; the residual is the largest final
@@ -429,9 +569,9 @@ def structured(A, K, phi, X0, tol, max_iter):
             residual, converged = max(residual, r), converged and ok
             continue
         block = sub_block(A, st.states, st.states)
-        run = run_kernel(
-            choose_kernel(block), _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter
-        )
+        kind, cost = _kernel_for(block, Ks.shape[0])
+        run = run_kernel(kind, _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter,
+                         cost=cost)
         X[:, st.states] = run.X
         iterations += run.iterations
         trace += run.trace
@@ -440,16 +580,16 @@ def structured(A, K, phi, X0, tol, max_iter):
     return X, EquilibriumInfo("structured", iterations, residual, converged, trace or [residual])
 
 
-SOLVERS = {"picard": picard, "anderson": anderson, "structured": structured}
+SOLVERS = {"picard": picard, "anderson": anderson, "adaptive": adaptive, "structured": structured}
 
 
 def choose_method(A, structure: BlockStructure) -> str:
     """The "auto" rule: "structured" unless A is one single cyclic block (then the sweep has
-    nothing to exploit); for one block, `choose_kernel` (Picard when ‖A‖_∞ < 0.8, or < 0.95
-    for sparse A; else Anderson)."""
-    if structure.n_components == 1 and structure.cyclic[0]:
-        return choose_kernel(A)
-    return "structured"
+    nothing to exploit); for one block, "adaptive" (Picard, switching to Anderson when the
+    measured contraction and step times say it pays)."""
+    if structure.n_components == 1 and structure.cyclic[0] and structure.components[0].size > 1:
+        return "adaptive"
+    return "structured"  # a lone self-loop too: solved in closed form there (Remark 2.5)
 
 
 # ---- well-posedness gate --------------------------------------------------------------------
@@ -523,7 +663,7 @@ def solve_equilibrium(
     """States X (m, n) with X = φ(XAᵀ + UBᵀ + b_x) and an EquilibriumInfo.
 
     U (m, p) is validated by the model. `method`: "auto" (see `choose_method`), "picard",
-    "anderson" or "structured". Refuses an A with no sufficient well-posedness condition
+    "anderson", "adaptive" (Picard, Anderson where measured to pay) or "structured". Refuses an A with no sufficient well-posedness condition
     (IllPosedError) unless force=True; raises EquilibriumError if the max abs residual has not
     reached `tol` within `max_iter` iterations, unless raise_on_failure=False.
     """

@@ -19,7 +19,7 @@ from implicit_cvx.equilibrium import (
 )
 from implicit_cvx.model import ImplicitModel
 
-METHODS = ["picard", "anderson", "structured", "auto"]
+METHODS = ["picard", "anderson", "adaptive", "structured", "auto"]
 
 
 def scaled(A, kappa):
@@ -244,18 +244,25 @@ def kink_model(rng, m):
 
 def test_auto_converges_where_anderson_stalled_on_a_block(monkeypatch):
     """The SIM bug: "auto" → "structured" → Anderson on the cyclic block cycled and diverged;
-    with the stall fallback it converges, and disabling the fallback brings the bug back."""
+    "auto" converges, and Anderson on that block converges only thanks to its stall fallback
+    (disabling the fallback brings the bug back)."""
     model, U = kink_model(np.random.default_rng(32), 50)
     structure, plan = eq.sweep_plan(model.A, model.activation)
     assert [step.cyclic for step in plan] == [False, True]
     assert eq.choose_method(model.A, structure) == "structured"
-    assert eq.choose_kernel(model.A[1:, 1:]) == "anderson"
     X, info = solve_equilibrium(model, U, "auto", tol=1e-10)
     assert info.solver == "structured" and info.converged
     assert naive_residual(model, U, X) <= 1e-10
+    K = U @ model.B.T + model.b_x
+    Ks = K[:, 1:] + np.maximum(K[:, :1], 0.0) @ model.A[1:, :1].T  # state 0 is solved first
+    block = model.A[1:, 1:]
+
+    def g(Xb, rows):
+        return np.maximum(Xb @ block.T + Ks[rows], 0.0)
+
+    assert eq.run_kernel("anderson", g, np.zeros_like(Ks), 1e-10, 2000).converged
     monkeypatch.setattr(eq, "_PATIENCE", 10**9)
-    with pytest.raises(EquilibriumError):
-        solve_equilibrium(model, U, "auto", tol=1e-10, max_iter=2000)
+    assert not eq.run_kernel("anderson", g, np.zeros_like(Ks), 1e-10, 2000).converged
 
 
 @settings(deadline=None, derandomize=True, max_examples=10)
@@ -281,7 +288,11 @@ def test_anderson_converges_on_contractions_no_slower_than_picard(seed):
     Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
     for method in ("auto", "anderson"):
         X, info = solve_equilibrium(model, U, method, tol=1e-10)
-        assert info.iterations <= picard.iterations
+        # "auto" sweeps the blocks (the sweep counts one) and chooses by measured time: on a
+        # 3-state block, whose Picard steps cost far less than Anderson's, it may keep Picard
+        # after timing a few Anderson steps (which need not contract like Picard's)
+        slack = 1 + eq._TIMED + 2 if method == "auto" else 0
+        assert info.iterations <= picard.iterations + slack
         np.testing.assert_allclose(X, Xp, atol=2e-8, rtol=0)  # residual / (1 − κ) each
 
 
@@ -301,9 +312,7 @@ def test_edge_sizes_and_auto_rule():
     model = random_model(rng, n=20, p=3, kappa=0.5)
     X, info = solve_equilibrium(model, np.zeros((0, 3)))
     assert X.shape == (0, 20) and info.converged
-    assert eq.choose_method(model.A, eq.sweep_plan(model.A, model.activation)[0]) == "picard"
-    hard = random_model(rng, n=20, p=3, kappa=0.95)
-    assert eq.choose_method(hard.A, eq.sweep_plan(hard.A, hard.activation)[0]) == "anderson"
+    assert eq.choose_method(model.A, eq.sweep_plan(model.A, model.activation)[0]) == "adaptive"
 
 
 def test_bad_options_are_refused():
@@ -320,7 +329,7 @@ def test_bad_options_are_refused():
         solve_equilibrium(model, U, max_iter=0)
     with pytest.raises(ValueError, match=r"expected \(m, 3\)"):
         solve_equilibrium(model, np.zeros((4, 2)))
-    assert set(SOLVERS) == {"picard", "anderson", "structured"}
+    assert set(SOLVERS) == {"picard", "anderson", "adaptive", "structured"}
 
 
 @settings(deadline=None, derandomize=True, max_examples=15)

@@ -16,6 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..numerics import BALL_RTOL, golden_section_max, project_balls, shrink_into_balls
+from .batched import solve_batched
 from .gram import GramStats, eliminate_free, regularize
 
 
@@ -151,6 +152,7 @@ class RowSolution:
         }
 
 
+METHODS = ("auto", "batched", "active_set")
 ADD_FRACTION = 0.5  # add every coordinate violating by ≥ 50% of the worst: fewer pivots, same answer
 # Adding many coordinates at once can make the face's KKT system singular and the method cycle
 # (seen with 10%); a row left uncertified is re-solved from 0 adding one coordinate per pivot.
@@ -280,18 +282,24 @@ def solve_rows(
     max_iter: int | None = None,
     warm_start: np.ndarray | None = None,
     rows=None,
+    method: str = "auto",
 ) -> RowSolution:
     """Solve the selected rows (all by default) to relative gap ≤ tol·max(1, |objective|).
 
-    Native active-set method per row (at most `max_iter` pivots, default 20·d + 100), warm-started
-    from `warm_start` (k_rows, d) if given. Rows left above tolerance are returned with status
-    "inaccurate"; `convex.solvers.solve_certified` escalates or refuses them.
+    method "batched" ("auto"): all rows at once (batched.solve_batched: ADMM, then an active set
+    in lockstep over rows), rows left uncertified then by the per-row method; "active_set": the
+    native active-set method per row only. At most `max_iter` pivots per row (default
+    20·d + 100), warm-started from `warm_start` (k_rows, d) if given. Rows left above tolerance
+    are returned with status "inaccurate"; `convex.solvers.solve_certified` escalates or refuses
+    them.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     start = time.perf_counter()
     rows = check_row_selection(rows, stats.k)
     warm_start = check_warm_start(warm_start, len(rows), stats.d)
     prob = ReducedProblem(stats, spec)
-    W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter, tol)
+    W, obj, gap, iters = _solve_active_set(prob, rows, warm_start, max_iter, tol, method)
     return _finish(prob, W, obj, gap, iters, rows, tol, start)
 
 
@@ -319,8 +327,10 @@ def _finish(prob: ReducedProblem, W_S, obj, gap, iters, rows, tol, start, **extr
     return RowSolution(W, obj, gap, status, iters, time.perf_counter() - start, rows, **extra)
 
 
-def _solve_active_set(prob: ReducedProblem, rows, warm_start, max_iter, tol):
+def _solve_active_set(prob: ReducedProblem, rows, warm_start, max_iter, tol, method="active_set"):
     """Each row by the active-set method from the (projected) warm start or 0; then certify.
+    With method "batched"/"auto", all rows by batched.solve_batched first, and only the rows it
+    leaves uncertified by the per-row method, warm-started from its point.
 
     Rows left uncertified are solved again from 0 adding one coordinate per pivot (the classic,
     slower rule); the better certified point of the two is kept."""
@@ -331,8 +341,13 @@ def _solve_active_set(prob: ReducedProblem, rows, warm_start, max_iter, tol):
     max_iter = 20 * d + 100 if max_iter is None else int(max_iter)
     iters = np.zeros(k, dtype=int)
     with threadpool_limits(1, user_api="blas"):  # small dense solves: threads only thrash
-        for i in range(k if d else 0):
-            W[i], iters[i] = prob.active_set(W[i], rows[i], max_iter)
+        todo = range(k if d else 0)
+        if method != "active_set":
+            W, obj, gap, iters = solve_batched(prob, rows, None if warm_start is None else W, max_iter)
+            todo = np.flatnonzero(relative_gap(gap, obj) > tol)
+        for i in todo:
+            W[i], extra = prob.active_set(W[i], rows[i], max_iter)
+            iters[i] += extra
         W = prob.clip_balls(W)
         obj, gap = prob.certify(W, rows)
         for i in np.flatnonzero(relative_gap(gap, obj) > tol):

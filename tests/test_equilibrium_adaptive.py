@@ -1,0 +1,143 @@
+"""The "adaptive" equilibrium kernel behind method="auto": Picard while it is fast, Anderson
+when it pays, per cyclic block in the structured sweep; always the same fixed point."""
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.sparse as sp
+
+import implicit_cvx.equilibrium as eq
+from implicit_cvx.equilibrium import solve_equilibrium
+from implicit_cvx.model import ImplicitModel
+
+
+def steady_clock(monkeypatch):
+    """Make every step "take" 1 ms, Picard's and Anderson's alike: decisions that depend on
+    measured step times become deterministic (Anderson pays iff it needs fewer steps)."""
+    ticks = itertools.count()
+    monkeypatch.setattr(eq, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * 1e-3))
+    monkeypatch.setattr(eq, "_MIN_SECONDS", 0.0)
+
+
+def naive_residual(model, U, X):
+    A = model.A.toarray() if sp.issparse(model.A) else model.A
+    return np.abs(X - np.maximum(X @ A.T + U @ model.B.T + model.b_x, 0)).max()
+
+
+def model_with(A, rng, p=5):
+    n = A.shape[0]
+    return ImplicitModel(A, rng.standard_normal((n, p)) / np.sqrt(p), np.ones((1, n)),
+                         np.zeros((1, p)), 0.1 * rng.standard_normal(n))
+
+
+def slow_block(rng, n, kappa):
+    """A ≥ 0 with every row summing to κ: Picard contracts at rate κ (the worst case)."""
+    A = np.abs(rng.standard_normal((n, n)))
+    return A * kappa / A.sum(axis=1, keepdims=True)
+
+
+def fast_block(rng, n, rho):
+    """Gaussian A with λ_pf(|A|) = ρ: Picard contracts far faster than ρ."""
+    A = rng.standard_normal((n, n))
+    return A * rho / np.max(np.linalg.eigvals(np.abs(A)).real)
+
+
+def test_fast_contraction_keeps_picard():
+    rng = np.random.default_rng(0)
+    model = model_with(fast_block(rng, 60, 0.99), rng)
+    U = rng.standard_normal((300, 5))
+    Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
+    X, info = solve_equilibrium(model, U, "auto", tol=1e-10)
+    assert info.solver == "adaptive" and info.converged
+    assert info.iterations == picard.iterations  # no Anderson step was taken
+    np.testing.assert_allclose(X, Xp, atol=2e-10 / (1 - 0.99), rtol=0)
+
+
+def test_slow_contraction_switches_to_anderson(monkeypatch):
+    steady_clock(monkeypatch)
+    rng = np.random.default_rng(1)
+    model = model_with(slow_block(rng, 100, 0.99), rng)
+    U = rng.standard_normal((500, 5))
+    Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
+    X, info = solve_equilibrium(model, U, "auto", tol=1e-10)
+    assert info.converged and naive_residual(model, U, X) <= 1e-10
+    assert info.iterations < picard.iterations / 5
+    np.testing.assert_allclose(X, Xp, atol=1e-10 / (1 - 0.99) * 2, rtol=0)
+
+
+def test_anderson_is_not_tried_when_it_cannot_pay(monkeypatch):
+    """With a predicted Anderson step cost beyond Picard's steps to go, "adaptive" is Picard
+    exactly; with a cheap one it solves the same problem in far fewer steps."""
+    steady_clock(monkeypatch)
+    rng = np.random.default_rng(2)
+    A = slow_block(rng, 30, 0.95)
+    K = rng.standard_normal((200, 30))
+
+    def g(X, rows):
+        return np.maximum(X @ A.T + K[rows], 0.0)
+
+    picard = eq.run_kernel("picard", g, np.zeros_like(K), 1e-10, 5000)
+    never = eq.run_kernel("adaptive", g, np.zeros_like(K), 1e-10, 5000, cost=1e9)
+    assert never.iterations == picard.iterations
+    np.testing.assert_allclose(never.X, picard.X, atol=2e-10 / (1 - 0.95), rtol=0)
+    cheap = eq.run_kernel("adaptive", g, np.zeros_like(K), 1e-10, 5000, cost=1.0)
+    assert cheap.converged and cheap.residual <= 1e-10
+    assert cheap.iterations < picard.iterations / 3
+    np.testing.assert_allclose(cheap.X, picard.X, atol=2e-9 / (1 - 0.95), rtol=0)
+    assert np.abs(g(cheap.X, slice(None)) - cheap.X).max() <= 1e-10  # every row, sample too
+
+
+def test_structured_chooses_per_block(monkeypatch):
+    """A fast block feeding a slow one: the sweep keeps Picard on the first and runs Anderson
+    on the second; together far fewer steps than Picard on the whole model."""
+    steady_clock(monkeypatch)
+    rng = np.random.default_rng(3)
+    n = 60
+    A = np.zeros((2 * n, 2 * n))
+    A[:n, :n] = fast_block(rng, n, 0.9)
+    A[n:, n:] = 0.98 * slow_block(rng, n, 1.0)
+    A[n:, :n] = 0.01 * np.abs(rng.standard_normal((n, n))) / n
+    model = model_with(A, rng)
+    U = rng.standard_normal((400, 5))
+    structure, plan = eq.sweep_plan(model.A, model.activation)
+    assert [step.cyclic for step in plan] == [True, True]
+    Xp, picard = solve_equilibrium(model, U, "picard", tol=1e-10)
+    X, info = solve_equilibrium(model, U, "auto", tol=1e-10)
+    assert info.solver == "structured" and info.converged
+    assert naive_residual(model, U, X) <= 1e-10
+    assert info.iterations < picard.iterations / 3
+    np.testing.assert_allclose(X, Xp, atol=1e-10 / (1 - 0.99) * 2, rtol=0)
+
+
+def test_quick_problems_are_decided_by_the_cost_model(monkeypatch):
+    """Below _MIN_SECONDS of predicted Picard time nothing is measured: Anderson takes over at
+    once if it could pay by the predicted cost, and the result does not depend on timings."""
+    monkeypatch.setattr(eq, "_MIN_SECONDS", np.inf)
+    rng = np.random.default_rng(5)
+    A = slow_block(rng, 30, 0.95)
+    K = rng.standard_normal((200, 30))
+
+    def g(X, rows):
+        return np.maximum(X @ A.T + K[rows], 0.0)
+
+    picard = eq.run_kernel("picard", g, np.zeros_like(K), 1e-10, 5000)
+    dear = eq.run_kernel("adaptive", g, np.zeros_like(K), 1e-10, 5000, cost=1e9)
+    assert dear.iterations == picard.iterations
+    cheap = [eq.run_kernel("adaptive", g, np.zeros_like(K), 1e-10, 5000, cost=1.0)
+             for _ in range(2)]
+    assert cheap[0].iterations == cheap[1].iterations < picard.iterations / 3
+    np.testing.assert_array_equal(cheap[0].X, cheap[1].X)
+    np.testing.assert_allclose(cheap[0].X, picard.X, atol=2e-9 / (1 - 0.95), rtol=0)
+
+
+def test_anderson_cost_model():
+    """Anderson's extra work per step is O(memory·n): next to a dense product over n ≫ 1 states
+    it is cheap; next to a tiny or very sparse product it dominates."""
+    rng = np.random.default_rng(4)
+    dense_big = eq.anderson_cost(rng.standard_normal((1000, 1000)))
+    dense_small = eq.anderson_cost(rng.standard_normal((20, 20)))
+    sparse_big = eq.anderson_cost(sp.random(1000, 1000, density=0.005, random_state=0,
+                                            format="csr"))
+    assert 1.0 < dense_big < 1.5 < sparse_big < dense_small
+    assert eq.anderson_cost(np.eye(50), memory=10) > eq.anderson_cost(np.eye(50), memory=5)
