@@ -30,7 +30,7 @@ def references():
 
 
 def test_every_row_solver_is_in_the_battery():
-    assert {"native", "scs", "clarabel"} <= set(ROW_SOLVERS)
+    assert {"native", "active_set", "scs", "clarabel"} <= set(ROW_SOLVERS)
 
 
 @pytest.mark.parametrize("name, formulation", CASES)

@@ -67,8 +67,12 @@ class RowProblem:
 
 
 # ---- the registered solvers ------------------------------------------------------------------------
-def _native(problem: RowProblem, *, tol, rows, warm_start) -> RowSolution:
-    return solve_rows(problem.stats, problem.spec, tol=tol, rows=rows, warm_start=warm_start)
+def _native(method: str):
+    def solve(problem: RowProblem, *, tol, rows, warm_start) -> RowSolution:
+        return solve_rows(problem.stats, problem.spec, tol=tol, rows=rows, warm_start=warm_start,
+                          method=method)
+
+    return solve
 
 
 def _cvxpy(name: str):
@@ -105,7 +109,8 @@ class SolverEntry:
 
 
 SOLVERS = {
-    "native": SolverEntry(_native, frozenset({"rows"})),
+    "native": SolverEntry(_native("auto"), frozenset({"rows"})),  # all rows at once, then per row
+    "active_set": SolverEntry(_native("active_set"), frozenset({"rows"})),  # per row only
     "scs": SolverEntry(_cvxpy("SCS"), frozenset({"rows", "extra"})),
     "clarabel": SolverEntry(_cvxpy("CLARABEL"), frozenset({"rows", "extra"})),
     "equality": SolverEntry(_equality, frozenset({"equality"})),
