@@ -175,7 +175,7 @@ def _residuals(model, U: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.nextafter((np.abs(X - PZ) + err).max(axis=1, initial=0.0), np.inf)
 
 
-def _start_boxes(model, ul: np.ndarray, uu: np.ndarray, centre=None, X=None) -> _Boxes:
+def _start_boxes(model, ul: np.ndarray, uu: np.ndarray, centre=None, X=None, r=None) -> _Boxes:
     """Thm 4.1 box around the equilibrium x̂ at a centre of each input box (its midpoint, or the
     given centre with its equilibrium X), widened by the equilibrium residual:
     x ∈ x̂ ± (I − J|A|)⁻¹(J|B|h + r𝟙), h the largest distance from the centre to the box — one
@@ -189,7 +189,8 @@ def _start_boxes(model, ul: np.ndarray, uu: np.ndarray, centre=None, X=None) -> 
         h = np.nextafter(np.maximum(centre - ul, uu - centre), np.inf)
     if X is None:
         X, _ = model.equilibrium(centre, return_info=True, tol=EQ_TOL, raise_on_failure=False)
-    r = _residuals(model, centre, X)
+    if r is None:  # the residual bound of X at the centre (given when the caller has it)
+        r = _residuals(model, centre, X)
     rhs = np.asarray(absB @ h.T) * (1.0 + gamma(model.n_inputs + 1)) + r[None, :]
     rad = np.nextafter(resolvent_upper(absA, np.nextafter(rhs, np.inf)).T, np.inf)
     return _Boxes(ul, uu, np.nextafter(X - rad, -np.inf), np.nextafter(X + rad, np.inf))
@@ -253,7 +254,7 @@ def _boxes(model, U, eps, method: str, domain) -> _Boxes:
     return boxes if method == "box" else _refine(model, boxes)
 
 
-def _boxes_per_eps(model, U, radii, method: str, domain, X) -> list[_Boxes]:
+def _boxes_per_eps(model, U, radii, method: str, domain, X, r=None) -> list[_Boxes]:
     """The boxes of every radius at once (one verified solve, one interval iteration over all
     samples × radii), split per radius; refined boxes start around the samples U with their
     equilibria X (the refinement forgets its start), "box" around each clipped box's midpoint."""
@@ -263,7 +264,9 @@ def _boxes_per_eps(model, U, radii, method: str, domain, X) -> list[_Boxes]:
     if method == "box":  # no refinement: start from the tighter box around each clipped box's midpoint
         stacked = _start_boxes(model, lo, hi)
     else:
-        stacked = _refine(model, _start_boxes(model, lo, hi, np.tile(U, (k, 1)), np.tile(X, (k, 1))))
+        r = _residuals(model, U, X) if r is None else r
+        stacked = _refine(model, _start_boxes(model, lo, hi, np.tile(U, (k, 1)), np.tile(X, (k, 1)),
+                                              np.tile(r, k)))
     return [stacked.rows(slice(j * m, (j + 1) * m)) for j in range(k)]
 
 
@@ -519,7 +522,12 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
     bounds = np.full((m, K), -np.inf)
     counter = np.full((m, K, p), np.nan) if method in DECIDING else None
     rows = np.flatnonzero(correct)
-    per_eps = _boxes_per_eps(model, U[rows], radii, method, domain, X[rows]) if rows.size else []
+    # "exact" decides every sample at every ε: the boxes of all radii in one batch. The bound-only
+    # methods box a radius only for the samples still certified at the smaller ones (the boxes and
+    # bounds are monotone in the radius), which saves most of the work for a list of radii.
+    per_eps = (_boxes_per_eps(model, U[rows], radii, method, domain, X[rows])
+               if rows.size and method in DECIDING else None)
+    r = _residuals(model, U, X) if method != "box" else None  # the centres' residuals, once
     alive = np.ones(rows.size, dtype=bool)
     order = np.argsort(eps, kind="stable")
     for pos, k in enumerate(order):
@@ -528,7 +536,10 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
             break
         sel = rows[idx]
         pre = "linear" if method == "exact" else method
-        lower, tight, mrows = _margin_bounds(model, y[sel], per_eps[k].rows(idx), pre, early_stop=True)
+        boxes = (per_eps[k].rows(idx) if per_eps is not None
+                 else _boxes_per_eps(model, U[sel], [radii[k]], method, domain, X[sel],
+                                     None if r is None else r[sel])[0])
+        lower, tight, mrows = _margin_bounds(model, y[sel], boxes, pre, early_stop=True)
         if method in DECIDING:
             inner = _inner_box(U[sel], radii[k], domain)
             out = (status[sel], bounds[sel], counter[sel])
