@@ -46,3 +46,75 @@ def _map_dask(fn, chunks, n_jobs, address):
         n_workers=n_jobs, processes=True, threads_per_worker=1, dashboard_address=None
     ) as cluster, Client(cluster) as client:
         return client.gather(client.map(fn, chunks, pure=False))
+
+
+# ---- a cluster that keeps per-partition data on its workers ---------------------------------------
+DATA_BACKENDS = ("memory", "dask")
+
+
+class Cluster:
+    """Where partitioned computations run: in this process ("memory") or on dask.distributed.
+
+    `submit(fn, items, *args)` runs fn(item, *args) per item and keeps each result where it was
+    computed (a handle: the value itself in memory, a Future on Dask); `map` does the same and
+    gathers the results, in order. Handles may be items of later calls, so per-partition data
+    stays on its worker and only what `map` returns travels. Use as a context manager: a Dask
+    LocalCluster of `workers` single-threaded processes is started (or the scheduler at
+    `address` joined) on entry and closed on exit.
+    """
+
+    def __init__(self, backend: str = "memory", workers: int = 1, address: str | None = None):
+        if backend not in DATA_BACKENDS:
+            raise ValueError(f"data backend must be one of {DATA_BACKENDS}, got {backend!r}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.backend, self.workers, self.address = backend, workers, address
+        self.client = self._cluster = None
+
+    def __enter__(self) -> Cluster:
+        if self.backend == "dask":
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError:
+                raise ValueError("data_backend 'dask' needs dask[distributed]: "
+                                 "pip install 'implicit_cvx[dask]'") from None
+            if self.address is None:
+                self._cluster = LocalCluster(n_workers=self.workers, processes=True,
+                                             threads_per_worker=1, dashboard_address=None)
+                self.client = Client(self._cluster)
+            else:
+                self.client = Client(self.address)
+            self.address = self.client.scheduler.address
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self.client = self._cluster = None
+
+    def submit(self, fn: Callable, items: Iterable, *args) -> list:
+        """Handles of fn(item, *args) for every item, computed where the item lives."""
+        items = list(items)
+        if self.client is None:
+            return [fn(item, *args) for item in items]
+        return [self.client.submit(fn, item, *args, pure=False) for item in items]
+
+    def map(self, fn: Callable, items: Iterable, *args) -> list:
+        """[fn(item, *args) for item in items] computed on the cluster, gathered in order."""
+        return self.gather(self.submit(fn, items, *args))
+
+    def gather(self, handles: list) -> list:
+        return list(handles) if self.client is None else self.client.gather(handles)
+
+    def release(self, handles: list) -> None:
+        """Free per-partition results that are no longer needed (their memory on the workers)."""
+        if self.client is not None:
+            self.client.cancel([h for h in handles if hasattr(h, "key")])
+
+    def row_parallel(self, backend: str, n_jobs: int, address: str | None) -> dict:
+        """Options of the row solvers: on Dask they join this cluster instead of starting one."""
+        if backend == "dask" and address is None and self.client is not None:
+            address = self.address
+        return dict(backend=backend, n_jobs=n_jobs, address=address)

@@ -27,6 +27,8 @@ DATASET = {
     "test_size": Field("float", 0.2, low=0, high=1, open_low=True, open_high=True,
                        help="share of the data held out for testing"),
     "label": Field("str", None, help="label column of a .csv"),
+    "path": Field("str", None, help="local copy of a built-in data set (mnist: mnist.npz or its "
+                                    "directory; default $IMPLICIT_CVX_DATA)"),
     "validation_fraction": Field("float", 0.0, low=0, high=0.5, open_high=True,
                                  help="share of the training rows held out for validation"),
     "max_train": Field("int", None, low=2, help="use only this many training samples (seeded)"),
@@ -100,7 +102,7 @@ def _split(cfg: dict):
     """(dataset, train (U, y), validation (U, y) or None, test (U, y)) of a config: train and
     validation inputs in the units models are fitted in, test inputs raw (a saved model's)."""
     ds = load_dataset(cfg["dataset"]["name"], seed=cfg["seed"], test_size=cfg["dataset"]["test_size"],
-                      label=cfg["dataset"]["label"])
+                      label=cfg["dataset"]["label"], path=cfg["dataset"]["path"])
     U, y = ds.split("train")
     rng = np.random.default_rng(cfg["seed"])
     max_train = cfg["dataset"]["max_train"]

@@ -1,0 +1,93 @@
+"""Training samples in row partitions on a Cluster: the one path of the data-parallel fits.
+
+Every per-sample quantity a fit needs (teacher states, equilibria, adjoints, Gram statistics,
+losses, metrics) is computed per partition where the partition lives and reduced by sums in
+partition order, so only d×d and d×k matrices travel. The in-memory path is the case of one
+partition in this process: the same functions on the whole array.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..numerics import predicted_labels
+from ..parallel import Cluster
+from ..partitions import Part, partition
+
+DEFAULT_PARTITION_ROWS = 65536  # dask default: at least this many partitions' worth of rows each
+
+
+def open_cluster(opts) -> Cluster:
+    """The Cluster of the options `run.data_backend`, `run.workers`, `run.address` (enter it)."""
+    return Cluster(opts.data_backend, opts.workers, opts.address if opts.data_backend == "dask" else None)
+
+
+def default_partitions(opts, m: int) -> int:
+    """run.partitions, else one in memory, else one per worker and ≤ DEFAULT_PARTITION_ROWS rows."""
+    if opts.partitions is not None:
+        return int(opts.partitions)
+    if opts.data_backend == "memory":
+        return 1
+    return max(opts.workers, math.ceil(m / DEFAULT_PARTITION_ROWS))
+
+
+def load(item) -> tuple[np.ndarray, np.ndarray | None]:
+    """(U_p, Y_p) of a partition handle: a Part is loaded here, loaded data is returned as is."""
+    return item.load() if isinstance(item, Part) else item
+
+
+@dataclass
+class Samples:
+    """The partitions of the training samples on a cluster: handles (Parts, loaded by every task
+    — memory O(partition rows × (n + p)) per worker — or (U_p, Y_p) kept on the workers) and
+    their row counts."""
+
+    cluster: Cluster
+    parts: list
+    rows: list
+
+    @classmethod
+    def of(cls, cluster: Cluster, U, Y, partitions: int | None, *, persist: bool) -> Samples:
+        """Partition (U, Y) (arrays, files, dask arrays or Parts; see partitions.partition);
+        with `persist`, load each partition once on a worker and keep it there."""
+        parts = partition(U, Y, partitions=partitions)
+        handles = cluster.submit(load, parts) if persist else parts
+        return cls(cluster, handles, [p.rows for p in parts])
+
+    @property
+    def m(self) -> int:
+        return int(sum(self.rows))
+
+    def map(self, fn, *args) -> list:
+        """fn(partition handle, *args) per partition, gathered in partition order."""
+        return self.cluster.map(fn, self.parts, *args)
+
+    def map_with(self, fn, handles: list, *args) -> list:
+        """fn((partition handle, handle_p), *args) per partition with per-partition `handles`."""
+        return self.cluster.map(fn, list(zip(self.parts, handles, strict=True)), *args)
+
+    def submit_with(self, fn, handles: list | None, *args) -> list:
+        """Like map_with (or map when handles is None) but the results stay where computed."""
+        items = self.parts if handles is None else list(zip(self.parts, handles, strict=True))
+        return self.cluster.submit(fn, items, *args)
+
+
+# ---- metric sums --------------------------------------------------------------------------------
+def score_sums(Yhat: np.ndarray, Y, task: str) -> np.ndarray:
+    """[Σ score, count] of one partition: correct labels (classification; Y as class indices) or
+    squared errors over all entries (regression), so metrics reduce exactly by addition."""
+    Yhat = np.asarray(Yhat, dtype=float)
+    if task == "classification":
+        correct = predicted_labels(Yhat) == np.asarray(Y).ravel()
+        return np.array([float(np.sum(correct)), float(len(Yhat))])
+    Y = np.asarray(Y, dtype=float).reshape(Yhat.shape)
+    return np.array([float(np.sum((Yhat - Y) ** 2)), float(Yhat.size)])
+
+
+def score(sums, task: str) -> float:
+    """Accuracy or RMSE from added score_sums."""
+    s, n = np.sum(np.asarray(sums, dtype=float).reshape(-1, 2), axis=0)
+    return float(s / n) if task == "classification" else float(np.sqrt(s / n))
