@@ -58,7 +58,8 @@ class Cluster:
     `submit(fn, items, *args)` runs fn(item, *args) per item and keeps each result where it was
     computed (a handle: the value itself in memory, a Future on Dask); `map` does the same and
     gathers the results, in order. Handles may be items of later calls, so per-partition data
-    stays on its worker and only what `map` returns travels. Use as a context manager: a Dask
+    stays on its worker and only what `map` returns travels; a worker frees a result once no
+    handle to it (and no pending task needing it) is left. Use as a context manager: a Dask
     LocalCluster of `workers` single-threaded processes is started (or the scheduler at
     `address` joined) on entry and closed on exit.
     """
@@ -99,7 +100,7 @@ class Cluster:
         items = list(items)
         if self.client is None:
             return [fn(item, *args) for item in items]
-        return [self.client.submit(fn, item, *args, pure=False) for item in items]
+        return self.client.map(_Call(fn, args), items, pure=False)
 
     def map(self, fn: Callable, items: Iterable, *args) -> list:
         """[fn(item, *args) for item in items] computed on the cluster, gathered in order."""
@@ -108,13 +109,18 @@ class Cluster:
     def gather(self, handles: list) -> list:
         return list(handles) if self.client is None else self.client.gather(handles)
 
-    def release(self, handles: list) -> None:
-        """Free per-partition results that are no longer needed (their memory on the workers)."""
-        if self.client is not None:
-            self.client.cancel([h for h in handles if hasattr(h, "key")])
-
     def row_parallel(self, backend: str, n_jobs: int, address: str | None) -> dict:
         """Options of the row solvers: on Dask they join this cluster instead of starting one."""
         if backend == "dask" and address is None and self.client is not None:
             address = self.address
         return dict(backend=backend, n_jobs=n_jobs, address=address)
+
+
+class _Call:
+    """fn(item, *args): one picklable callable for all the tasks of a map (args sent once)."""
+
+    def __init__(self, fn: Callable, args: tuple):
+        self.fn, self.args = fn, args
+
+    def __call__(self, item):
+        return self.fn(item, *self.args)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import softmax, xlogy
 
-from ..numerics import cross_entropy, golden_section_max, hinge, project_balls, project_l1_ball_rows
+from ..numerics import cross_entropy, hinge, project_balls, project_l1_ball_rows
 from .gram import GramStats, GramSums, gram_sums, reduce_gram
 from .rows import RowFitError, RowSpec
 from .solvers import RowProblem, solve_certified
@@ -217,14 +217,31 @@ def _dual_sums(item, loss: str, theta: np.ndarray):
             Pi.T @ Ft, _onehot(y, q).T @ Ft, Ft.sum(axis=0))
 
 
-def _conjugate_sum(item, loss: str, t_mix: float, nu: np.ndarray, t: float) -> float:
-    """m·h*(Λ) on one partition at π_i = t((1 − t_mix)π_i + t_mix ν) + (1 − t)e_{y_i}."""
+def _conjugate_sums(item, loss: str, t_mix: float, nu: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """m·h*(Λ) on one partition at π_i = t((1 − t_mix)π_i + t_mix ν) + (1 − t)e_{y_i}, for
+    every scale t in ts (one pass over the partition for all of them)."""
     (_, y), Pi = item
     Pb = (1.0 - t_mix) * Pi + t_mix * nu if t_mix > 0 else Pi
     if loss == "cross_entropy":
-        mixed = t * Pb + (1 - t) * _onehot(y, Pi.shape[1])
-        return float(np.sum(xlogy(mixed, mixed)))
-    return float(np.sum(t * Pb[np.arange(len(y)), y] + (1 - t) - 1.0))
+        E = _onehot(y, Pi.shape[1])
+        return np.array([np.sum(xlogy(m, m)) for m in (t * Pb + (1 - t) * E for t in ts)])
+    true = np.sum(Pb[np.arange(len(y)), y])
+    return np.array([t * true + (1 - t) * len(y) - len(y) for t in ts])
+
+
+def _zoom_max(f, lo: float, hi: float, points: int = 17, levels: int = 8) -> float:
+    """The best value of a concave f seen on grids of `points` on [lo, hi], each level zoomed to
+    the two cells around the best point (width × 2/(points − 1) per level); f takes an array of
+    points, so each level is one evaluation (one pass over the partitions)."""
+    best = -np.inf
+    for _ in range(levels):
+        ts = np.linspace(lo, hi, points)
+        vals = f(ts)
+        i = int(np.argmax(vals))
+        best = max(best, float(vals[i]))
+        cell = (hi - lo) / (points - 1)
+        lo, hi = max(lo, ts[i] - cell), min(hi, ts[i] + cell)
+    return best
 
 
 class Samples:
@@ -265,7 +282,7 @@ def certify_samples(loss: str, samples: Samples, theta: np.ndarray, reg: _Regula
     """(P(Θ), certified gap P(Θ) − max_t D(tΛ)) from per-partition dual guesses Π_p (rows in the
     simplex): D(Λ) = −h*(Λ) − g*(−ΛᵀF̃), every data term a sum over partitions.
 
-    The scale t is searched (golden section) only while the gap exceeds `target`.
+    The scale t is searched (zoomed grids) only while the gap exceeds `target`.
     """
     m, items = samples.m, samples.dual_items(Pi)
     parts = samples.cluster.map(_dual_sums, items, loss, theta)
@@ -275,14 +292,14 @@ def certify_samples(loss: str, samples: Samples, theta: np.ndarray, reg: _Regula
     PbF = (1.0 - t_mix) * PiF + t_mix * np.outer(nu, F_sum) if t_mix > 0 else PiF
     S = -(PbF - EF) / m
 
-    def dual(t: float) -> float:
-        h = sum(samples.cluster.map(_conjugate_sum, items, loss, t_mix, nu, t)) / m
-        return -h - reg.conjugate(t * S)
+    def dual(ts: np.ndarray) -> np.ndarray:
+        h = sum(samples.cluster.map(_conjugate_sums, items, loss, t_mix, nu, ts)) / m
+        return -h - np.array([reg.conjugate(t * S) for t in ts])
 
     hi = reg.scale_limit(S)
-    best = max(dual(0.0), dual(hi))
-    if primal - best > target:  # D(tΛ) is concave in t: golden section
-        best = max(best, float(golden_section_max(lambda t: dual(float(t)), 0.0, hi, 30)))
+    best = float(np.max(dual(np.array([0.0, hi]))))
+    if primal - best > target:  # D(tΛ) is concave in t: search t on zoomed grids
+        best = max(best, _zoom_max(dual, 0.0, hi))
     return primal, max(primal - best, 0.0)
 
 
@@ -309,7 +326,6 @@ def _fista_ce(samples: Samples, reg: _Regularizer, theta, tol, max_iter, check_e
         target = tol * max(1.0, abs(samples.value_grad(theta, grad=False)[0] + reg.value(theta)))
         P = samples.softmax(theta)
         primal, gap = certify_samples("cross_entropy", samples, theta, reg, P, target)
-        samples.cluster.release(P)
         if gap <= tol * max(1.0, abs(primal)) or it >= max_iter:
             return theta, primal, gap, it
         for _ in range(min(check_every, max_iter - it)):

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..numerics import predicted_labels
+from ..numerics import cross_entropy, cross_entropy_grad, hinge, hinge_grad, predicted_labels
 from ..parallel import Cluster
 from ..partitions import Part, partition
+from .objective import prepare_targets
 
 DEFAULT_PARTITION_ROWS = 65536  # dask default: at least this many partitions' worth of rows each
 
@@ -91,3 +92,36 @@ def score(sums, task: str) -> float:
     """Accuracy or RMSE from added score_sums."""
     s, n = np.sum(np.asarray(sums, dtype=float).reshape(-1, 2), axis=0)
     return float(s / n) if task == "classification" else float(np.sqrt(s / n))
+
+
+# ---- losses as sums --------------------------------------------------------------------------
+def loss_sum(loss: str, Yhat: np.ndarray, Y) -> float:
+    """Σ over the partition's samples of the per-sample loss (objective.loss_value × rows)."""
+    if loss == "squared":
+        return float(np.sum((Yhat - Y) ** 2))
+    return float(np.sum((cross_entropy if loss == "cross_entropy" else hinge)(Yhat, Y)))
+
+
+def loss_grad_rows(loss: str, Yhat: np.ndarray, Y, m: int) -> np.ndarray:
+    """The partition's rows of ∂L/∂Ŷ of the MEAN loss over all m samples (objective.loss_grad)."""
+    if loss == "squared":
+        return 2.0 * (Yhat - Y) / m
+    return (cross_entropy_grad if loss == "cross_entropy" else hinge_grad)(Yhat, Y) / m
+
+
+def load_prepared(item, loss: str):
+    """(U_p, Y_p) with the targets in the loss's form (validated on the worker)."""
+    U, Y = load(item)
+    return U, prepare_targets(loss, Y, len(U))
+
+
+def take_rows(item):
+    """(U, Y, X) at local rows of a partition; item = ((U_p, Y_p), X_p, rows)."""
+    (U, Y), X, rows = item
+    return U[rows], Y[rows], X[rows]
+
+
+def row_locations(sizes, rows: np.ndarray) -> list[np.ndarray]:
+    """Global row indices (sorted) split into local indices per partition of the given sizes."""
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return [rows[(rows >= a) & (rows < b)] - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
