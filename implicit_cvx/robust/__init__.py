@@ -14,6 +14,7 @@ from .bounds import (
 )
 from .certify import METHODS, CertifyResult, certify, input_box, margin_lower_bounds, output_bounds
 from .importance import Importance, input_importance, model_importance, plot_importance
+from .partitioned import certify_partitioned, merge_certify_results
 from .training import (
     check_s_bound,
     fit_output_layer_s_bounded,
@@ -31,6 +32,7 @@ __all__ = [
     "SparseBound",
     "attack_k",
     "certify",
+    "certify_partitioned",
     "check_s_bound",
     "fit_output_layer_s_bounded",
     "gradient_attack",
@@ -38,6 +40,7 @@ __all__ = [
     "input_importance",
     "lipschitz_bound",
     "margin_lower_bounds",
+    "merge_certify_results",
     "model_importance",
     "output_bounds",
     "pgd_attack",
