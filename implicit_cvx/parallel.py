@@ -73,7 +73,7 @@ class Cluster:
         self.client = self._cluster = None
 
     def __enter__(self) -> Cluster:
-        if self.backend == "dask":
+        if self.backend == "dask" and self.client is None:
             try:
                 from dask.distributed import Client, LocalCluster
             except ImportError:

@@ -240,8 +240,7 @@ def fit(method_cls, U, Y=None, *, task: str, seed=0, U_val=None, Y_val=None, run
     """Validate the options and the data, then drive `method_cls` (a FitMethod subclass)."""
     opts = make_options(method_cls.Options, options, where=f"method {method_cls.name!r}")
     if is_partitioned(U):  # files, shards, a dask array: validated per partition where it loads
-        loss = getattr(opts, "loss", None)
-        data = FitData(U, Y, check_task(task), loss or default_loss(task) if Y is not None else None, 0)
+        data = FitData(U, Y, check_task(task), getattr(opts, "loss", None) or default_loss(task), 0)
     elif Y is None:
         if method_cls.needs_targets:
             raise ValueError(f"method {method_cls.name!r} fits targets: pass Y (labels or values)")
