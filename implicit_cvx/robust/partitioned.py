@@ -51,13 +51,19 @@ def merge_certify_results(results: list[CertifyResult]) -> CertifyResult:
     if not results:
         raise ValueError("merge_certify_results needs at least one partition's result")
     sizes = [len(r.correct) for r in results]
+    recomputed = {"clean_accuracy", "certified_accuracy", "falsified", "unknown", "seconds"}
     merged = {}
     for f in dataclasses.fields(CertifyResult):
         values = [getattr(r, f.name) for r in results]
         if isinstance(values[0], np.ndarray) and values[0].ndim and values[0].shape[0] == sizes[0]:
-            merged[f.name] = np.concatenate(values, axis=0)
+            merged[f.name] = values
+        elif f.name not in recomputed and any(_differs(v, values[0]) for v in values[1:]):
+            raise ValueError(f"partitions disagree on CertifyResult field {f.name!r}: they must "
+                             "come from the same model, radii and options")
         else:
             merged[f.name] = values[0]
+    merged.update({k: np.concatenate(v, axis=0) for k, v in merged.items() if isinstance(v, list)
+                   and all(isinstance(a, np.ndarray) for a in v)})
     eps, m = merged["eps"], sum(sizes)
     merged["clean_accuracy"] = float(merged["correct"].mean()) if m else float("nan")
     merged["certified_accuracy"] = {e: float(merged["certified"][:, k].mean()) if m else float("nan")
@@ -66,13 +72,6 @@ def merge_certify_results(results: list[CertifyResult]) -> CertifyResult:
         merged["falsified"] = _share(merged["status"], eps, "falsified")
         merged["unknown"] = _share(merged["status"], eps, "unknown")
     merged["seconds"] = float(sum(r.seconds for r in results))
-    recomputed = {"clean_accuracy", "certified_accuracy", "falsified", "unknown", "seconds"}
-    for f in dataclasses.fields(CertifyResult):
-        if f.name in recomputed or isinstance(merged[f.name], np.ndarray):
-            continue
-        if any(_differs(getattr(r, f.name), merged[f.name]) for r in results):
-            raise ValueError(f"partitions disagree on CertifyResult field {f.name!r}: they must "
-                             "come from the same model, radii and options")
     return CertifyResult(**merged)
 
 
