@@ -27,7 +27,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from common import limit_blas, make_parser, mnist_path, provenance, write_csv, write_json, write_markdown
+from common import (
+    limit_blas,
+    make_parser,
+    mnist_path,
+    provenance,
+    write_csv,
+    write_json,
+    write_markdown,
+)
 
 from implicit_cvx.convert import from_layers
 from implicit_cvx.parallel import Cluster

@@ -81,7 +81,7 @@ class Cluster:
                                  "pip install 'implicit_cvx[dask]'") from None
             if self.address is None:
                 self._cluster = LocalCluster(n_workers=self.workers, processes=True,
-                                             threads_per_worker=1, dashboard_address=None)
+                                             threads_per_worker=1, dashboard_address=":0")
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(self.address)

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from implicit_cvx.convert import from_layers
 from implicit_cvx.convex.gram import gram_stats, gram_sums, reduce_gram
-from implicit_cvx.convex.losses import Samples, _Regularizer, certify, fit_output_layer, fit_output_samples
+from implicit_cvx.convex.losses import (
+    Samples,
+    _Regularizer,
+    certify,
+    fit_output_layer,
+    fit_output_samples,
+)
 from implicit_cvx.data import DATA_ENV, load_dataset
 from implicit_cvx.parallel import Cluster
 from implicit_cvx.partitions import gather, generated, partition
