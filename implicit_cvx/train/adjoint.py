@@ -372,9 +372,10 @@ class AdjointMethod(FitMethod):
             before = mid
         model, X_b, after, eta_used, accepted, trials, gap_ab, notes = self._state_step(
             bw, model, mid, state.eta)
-        if batched or X_b is None:
+        if batched:  # the full data's states of the new (A, B), warm-started at the old ones
             X_b = work.solve(model)
-        work.replace(X_b)
+        if X_b is not None:  # (a rejected step leaves (A, B) and so the states unchanged)
+            work.replace(X_b)
         rec = self._record(work, model)
         objective = rec.pop("train_objective")
         rec = {"objective": objective, **rec, "equilibrium_residual": rec["train_residual"],

@@ -496,6 +496,12 @@ class SimMethod(FitMethod):
     are data, so (A, B, b_x) and then (C, D, b_y) are certified convex row fits. Y is only used to
     train a default teacher and for the reported metrics: the fit matches the teacher's states and
     outputs. One step: the driver's loop runs once.
+
+    Data-parallel (run.data_backend, run.partitions): three passes over the row partitions — the
+    teacher's states and the (A, B) Gram sums; the new equilibrium and the (C, D) Gram sums; the
+    metrics — each partition loaded where it runs and dropped after, so a worker's peak memory is
+    O(partition rows × (n + p) + d²), independent of m; only (d × d), (d × k) sums travel.
+    U may be an array, a `.npy` path, a shard directory, a dask.array or a list of Parts.
     """
 
     name = "sim"
