@@ -185,17 +185,19 @@ def _onehot(y: np.ndarray, q: int) -> np.ndarray:
     return E
 
 
-def _ce_sums(part, theta: np.ndarray, grad: bool):
-    """(Σ_i CE_i, Σ_i (p_i − e_{y_i}) f̃_iᵀ or None) on one partition (F̃_p, y_p)."""
+def _ce_sums(part, points: list):
+    """[(Σ_i CE_i, Σ_i (p_i − e_{y_i}) f̃_iᵀ or None) at each (Θ, with gradient?) of `points`] on
+    one partition (F̃_p, y_p): several points per pass over the partition."""
     Ft, y = part
-    Z = Ft @ theta.T
-    Z -= Z.max(axis=1, keepdims=True)
-    expZ = np.exp(Z)
-    s = expZ.sum(axis=1)
-    val = float(np.sum(np.log(s) - Z[np.arange(len(y)), y]))
-    if not grad:
-        return val, None
-    return val, (expZ / s[:, None] - _onehot(y, theta.shape[0])).T @ Ft
+    out = []
+    for theta, grad in points:
+        Z = Ft @ theta.T
+        Z -= Z.max(axis=1, keepdims=True)
+        expZ = np.exp(Z)
+        s = expZ.sum(axis=1)
+        val = float(np.sum(np.log(s) - Z[np.arange(len(y)), y]))
+        out.append((val, (expZ / s[:, None] - _onehot(y, theta.shape[0])).T @ Ft if grad else None))
+    return out
 
 
 def _feature_gram(part) -> np.ndarray:
@@ -258,11 +260,15 @@ class Samples:
 
         return cls(Cluster("memory"), [(Ft, y)], len(y))
 
-    def value_grad(self, theta: np.ndarray, grad: bool = True):
-        """Mean cross-entropy at Θ and its gradient (None if not asked)."""
-        sums = self.cluster.map(_ce_sums, self.parts, theta, grad)
-        val = sum(v for v, _ in sums) / self.m
-        return val, (sum(g for _, g in sums) / self.m if grad else None)
+    def value_grad(self, points: list) -> list:
+        """[(mean cross-entropy at Θ, its gradient or None) for each (Θ, with gradient?) of
+        `points`], all in one pass over the partitions."""
+        sums = self.cluster.map(_ce_sums, self.parts, points)
+        out = []
+        for k, (_, grad) in enumerate(points):
+            val = sum(part[k][0] for part in sums) / self.m
+            out.append((val, sum(part[k][1] for part in sums) / self.m if grad else None))
+        return out
 
     def lipschitz(self) -> float:
         """½λ_max(F̃ᵀF̃/m): a bound of the cross-entropy Hessian."""
@@ -278,11 +284,11 @@ class Samples:
 
 
 def certify_samples(loss: str, samples: Samples, theta: np.ndarray, reg: _Regularizer, Pi: list,
-                    target: float = 0.0) -> tuple[float, float]:
+                    rtol: float = 0.0) -> tuple[float, float]:
     """(P(Θ), certified gap P(Θ) − max_t D(tΛ)) from per-partition dual guesses Π_p (rows in the
     simplex): D(Λ) = −h*(Λ) − g*(−ΛᵀF̃), every data term a sum over partitions.
 
-    The scale t is searched (zoomed grids) only while the gap exceeds `target`.
+    The scale t is searched (zoomed grids) only while the gap exceeds rtol·max(1, |P(Θ)|).
     """
     m, items = samples.m, samples.dual_items(Pi)
     parts = samples.cluster.map(_dual_sums, items, loss, theta)
@@ -298,15 +304,15 @@ def certify_samples(loss: str, samples: Samples, theta: np.ndarray, reg: _Regula
 
     hi = reg.scale_limit(S)
     best = float(np.max(dual(np.array([0.0, hi]))))
-    if primal - best > target:  # D(tΛ) is concave in t: search t on zoomed grids
+    if primal - best > rtol * max(1.0, abs(primal)):  # D(tΛ) is concave in t: zoomed grids
         best = max(best, _zoom_max(dual, 0.0, hi))
     return primal, max(primal - best, 0.0)
 
 
 def certify(loss: str, Ft: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: _Regularizer,
-            Pi: np.ndarray, target: float = 0.0) -> tuple[float, float]:
+            Pi: np.ndarray, rtol: float = 0.0) -> tuple[float, float]:
     """certify_samples on samples in memory: F̃ (m, d+1), labels y, dual guess Π (m, q)."""
-    return certify_samples(loss, Samples.in_memory(Ft, y), theta, reg, [Pi], target)
+    return certify_samples(loss, Samples.in_memory(Ft, y), theta, reg, [Pi], rtol)
 
 
 # ---- solvers -----------------------------------------------------------------------------------
@@ -315,7 +321,8 @@ def _fista_ce(samples: Samples, reg: _Regularizer, theta, tol, max_iter, check_e
 
     L = ½λ_max(F̃ᵀF̃/m) bounds the Hessian; the local L is lowered by 10% per step and doubled
     while the sufficient-decrease test fails (never above the bound), since near a confident fit the
-    softmax curvature is far below ½.
+    softmax curvature is far below ½. The pass that tests a step also evaluates the value and
+    gradient at the next extrapolated point, used when the step is accepted (one pass per step).
     """
     L_max = samples.lipschitz()
     L = L_max
@@ -323,26 +330,27 @@ def _fista_ce(samples: Samples, reg: _Regularizer, theta, tol, max_iter, check_e
     Yk, tk = theta.copy(), 1.0
     it = 0
     while True:
-        target = tol * max(1.0, abs(samples.value_grad(theta, grad=False)[0] + reg.value(theta)))
-        P = samples.softmax(theta)
-        primal, gap = certify_samples("cross_entropy", samples, theta, reg, P, target)
+        primal, gap = certify_samples("cross_entropy", samples, theta, reg,
+                                      samples.softmax(theta), tol)
         if gap <= tol * max(1.0, abs(primal)) or it >= max_iter:
             return theta, primal, gap, it
+        fY, gY = samples.value_grad([(Yk, True)])[0]
         for _ in range(min(check_every, max_iter - it)):
-            fY, gY = samples.value_grad(Yk)
             L = 0.9 * L
             while True:
                 new = reg.prox(Yk - gY / L, 1.0 / L)
                 D = new - Yk
                 quad = fY + np.sum(gY * D) + 0.5 * L * np.sum(D * D)
-                if L >= L_max or samples.value_grad(new, grad=False)[0] <= quad + 1e-15 * abs(fY):
+                restart = np.sum((Yk - new) * (new - theta)) > 0  # (O'Donoghue–Candès)
+                t_k = 1.0 if restart else tk
+                t1 = (1 + np.sqrt(1 + 4 * t_k * t_k)) / 2
+                Y_next = new + ((t_k - 1) / t1) * (new - theta)
+                (f_new, _), ahead = samples.value_grad([(new, False), (Y_next, True)])
+                if L >= L_max or f_new <= quad + 1e-15 * abs(fY):
                     break
                 L = min(2.0 * L, L_max)
-            if np.sum((Yk - new) * (new - theta)) > 0:  # adaptive restart (O'Donoghue–Candès)
-                tk = 1.0
-            t1 = (1 + np.sqrt(1 + 4 * tk * tk)) / 2
-            Yk = new + ((tk - 1) / t1) * (new - theta)
-            theta, tk = new, t1
+            Yk, theta, tk = Y_next, new, t1
+            fY, gY = ahead
             it += 1
 
 
