@@ -100,6 +100,17 @@ class Cluster:
         items = list(items)
         if self.client is None:
             return [fn(item, *args) for item in items]
+        from dask.distributed import Future
+
+        def on_cluster(item) -> bool:
+            parts = item if isinstance(item, tuple) else (item,)
+            return any(isinstance(p, Future) for p in parts)
+
+        local = [i for i, item in enumerate(items) if not on_cluster(item)]
+        if local:  # data goes to the workers directly, not through the task graph
+            for i, future in zip(local, self.client.scatter([items[i] for i in local], hash=False),
+                                 strict=True):
+                items[i] = future
         return self.client.map(_Call(fn, args), items, pure=False)
 
     def map(self, fn: Callable, items: Iterable, *args) -> list:
