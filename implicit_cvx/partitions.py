@@ -225,10 +225,6 @@ def is_partitioned(U) -> bool:
     return isinstance(U, (str, Path)) or _is_dask(U)
 
 
-def total_rows(parts: list[Part]) -> int:
-    return int(sum(p.rows for p in parts))
-
-
 def gather(parts: list[Part]) -> tuple[np.ndarray, np.ndarray | None]:
     """All rows in one process (for data that fits): U stacked, Y stacked or None."""
     loaded = [p.load() for p in parts]

@@ -52,7 +52,6 @@ from .options import (
 )
 from .partitioned import (
     Samples,
-    default_partitions,
     load_prepared,
     loss_grad_rows,
     loss_sum,
@@ -298,9 +297,7 @@ class AdjointMethod(FitMethod):
         """Enter the cluster; partition the training data and load each partition where it lives."""
         o, d = self.opts, self.data
         self._cluster = open_cluster(o).__enter__()
-        m = None if is_partitioned(d.U) else len(d.U)
-        parts = default_partitions(o, m) if m is not None else o.partitions
-        samples = Samples.of(self._cluster, d.U, d.Y, parts, persist=False)
+        samples = Samples.of(self._cluster, d.U, d.Y, o)
         samples.parts = self._cluster.submit(load_prepared, samples.parts, d.loss)
         self._work = _Work(samples, [None] * len(samples.rows))
 

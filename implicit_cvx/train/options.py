@@ -104,7 +104,8 @@ class PartitionOptions:
                                help="memory (this process) | dask (per-partition work on a "
                                     "LocalCluster of `workers` processes, or at run.address)")
     partitions: int | None = option(None, kind="int", low=1, section="run",
-                                    help="row partitions of the training data (null: one per "
-                                         "worker with dask, one in memory)")
+                                    help="row partitions of the training data (null: an array "
+                                         "in memory is one; on dask, or for files, partitions "
+                                         "of ≤ 65,536 rows, at least one per worker)")
     workers: int = option(2, low=1, section="run",
                           help="dask LocalCluster worker processes (one thread each)")

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..numerics import cross_entropy, cross_entropy_grad, hinge, hinge_grad, predicted_labels
 from ..parallel import Cluster
-from ..partitions import Part, partition
+from ..partitions import Part, is_partitioned, partition
 from .objective import prepare_targets
 
-DEFAULT_PARTITION_ROWS = 65536  # dask default: at least this many partitions' worth of rows each
+DEFAULT_PARTITION_ROWS = 65536  # dask default: partitions of at most this many rows
 
 
 def open_cluster(opts) -> Cluster:
@@ -26,13 +27,11 @@ def open_cluster(opts) -> Cluster:
     return Cluster(opts.data_backend, opts.workers, opts.address if opts.data_backend == "dask" else None)
 
 
-def default_partitions(opts, m: int) -> int:
-    """run.partitions, else one in memory, else one per worker and ≤ DEFAULT_PARTITION_ROWS rows."""
-    if opts.partitions is not None:
-        return int(opts.partitions)
-    if opts.data_backend == "memory":
-        return 1
-    return max(opts.workers, math.ceil(m / DEFAULT_PARTITION_ROWS))
+def _rows(U) -> int | None:
+    """Rows of an array, a .npy file or a dask array (None for shards and Parts)."""
+    if isinstance(U, (str, Path)):
+        return None if Path(U).is_dir() else int(np.load(U, mmap_mode="r").shape[0])
+    return None if isinstance(U, list) else int(U.shape[0])
 
 
 def load(item) -> tuple[np.ndarray, np.ndarray | None]:
@@ -51,12 +50,18 @@ class Samples:
     rows: list
 
     @classmethod
-    def of(cls, cluster: Cluster, U, Y, partitions: int | None, *, persist: bool) -> Samples:
-        """Partition (U, Y) (arrays, files, dask arrays or Parts; see partitions.partition);
-        with `persist`, load each partition once on a worker and keep it there."""
-        parts = partition(U, Y, partitions=partitions)
-        handles = cluster.submit(load, parts) if persist else parts
-        return cls(cluster, handles, [p.rows for p in parts])
+    def of(cls, cluster: Cluster, U, Y, opts, rows: int | None = None) -> Samples:
+        """(U, Y) as Parts (arrays, files, dask arrays or Parts; see partitions.partition), cut
+        into run.partitions parts, else parts of `rows` rows; else an array in memory is one
+        part, and anything else (everything on Dask) parts of ≤ DEFAULT_PARTITION_ROWS rows,
+        at least one per worker. Shard directories and Parts keep their own partitions."""
+        if opts.partitions is None and rows is None and (opts.data_backend == "dask"
+                                                         or is_partitioned(U)):
+            m = _rows(U)
+            workers = opts.workers if opts.data_backend == "dask" else 1
+            rows = min(DEFAULT_PARTITION_ROWS, math.ceil(m / workers)) if m else None
+        parts = partition(U, Y, partitions=None if rows else opts.partitions, rows=rows)
+        return cls(cluster, parts, [p.rows for p in parts])
 
     @property
     def m(self) -> int:
@@ -66,14 +71,10 @@ class Samples:
         """fn(partition handle, *args) per partition, gathered in partition order."""
         return self.cluster.map(fn, self.parts, *args)
 
-    def map_with(self, fn, handles: list, *args) -> list:
-        """fn((partition handle, handle_p), *args) per partition with per-partition `handles`."""
-        return self.cluster.map(fn, list(zip(self.parts, handles, strict=True)), *args)
-
-    def submit_with(self, fn, handles: list | None, *args) -> list:
-        """Like map_with (or map when handles is None) but the results stay where computed."""
-        items = self.parts if handles is None else list(zip(self.parts, handles, strict=True))
-        return self.cluster.submit(fn, items, *args)
+    def submit_with(self, fn, handles: list, *args) -> list:
+        """fn((partition handle, handle_p), *args) per partition with per-partition `handles`;
+        the results stay where computed."""
+        return self.cluster.submit(fn, list(zip(self.parts, handles, strict=True)), *args)
 
 
 # ---- metric sums --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ..robust.training import check_s_bound, s_bound_scaling, s_bound_weights
 from .driver import FitMethod, FitResult, Step, fit_function
 from .objective import TASKS, metrics
 from .options import CertifiedStepOptions, PartitionOptions, RowParallelOptions
-from .partitioned import Samples, default_partitions, load, open_cluster, score, score_sums
+from .partitioned import Samples, load, open_cluster, score, score_sums
 from .states import partition_states, rescale_into_ball, teacher_model, train_teacher
 
 FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso")
@@ -297,10 +297,7 @@ def _start(U, Y, opts: SimOptions, task: str, cluster, seed=None, progress=False
     model, rescaled = rescale_into_ball(teacher_model(teacher), opts.kappa)
     if Y is not None and not is_partitioned(U) and len(Y) != len(U):
         raise ValueError(f"Y has {len(Y)} rows but U has {len(U)}: one target per sample")
-    m = len(U) if not is_partitioned(U) else None
-    parts = opts.partitions if opts.chunk_size is None or m is None else -(-m // opts.chunk_size)
-    samples = Samples.of(cluster, U, Y, parts if parts is not None
-                         else default_partitions(opts, m or 0), persist=False)
+    samples = Samples.of(cluster, U, Y, opts, rows=None if opts.partitions else opts.chunk_size)
     classes = model.metadata.get("classes") if task == "classification" else None
     sums = samples.map(_ab_part, model, opts.formulation == "group_lasso", task, classes)
     has_targets = sums[0][1] is not None
