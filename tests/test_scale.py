@@ -208,3 +208,13 @@ def test_certify_partitioned_merges_to_the_in_memory_result(cluster):
     other = certify_in_memory(teacher, U[:5], y[:5], [0.0, 0.05])
     with pytest.raises(ValueError, match="disagree on CertifyResult field 'eps'"):
         merge_certify_results([ref, other])
+
+
+def test_run_options_reach_the_methods_from_a_config():
+    from implicit_cvx.config import ConfigError
+    from implicit_cvx.train.fit import load_config, method_options
+
+    opts = method_options(load_config(Path(__file__).resolve().parents[1] / "configs" / "adjoint_mnist.yaml"))
+    assert (opts["data_backend"], opts["workers"], opts["partitions"]) == ("dask", 2, 4)
+    with pytest.raises(ConfigError, match="data_backend"):
+        fit_sim(np.zeros((4, 2)), teacher=_teacher(), task="regression", data_backend="spark")
