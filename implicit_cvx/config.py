@@ -197,12 +197,12 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise ConfigError(f"YAML aliases (*name) are not allowed in configs ({mark}); "
-                              "write the value out")
+            raise ConfigError(f"YAML aliases (*name) are not allowed in configs "
+                              f"({_where(self.peek_event().start_mark)}); write the value out")
         event = self.peek_event()
         if getattr(event, "anchor", None):
-            raise ConfigError(f"YAML anchors (&name) are not allowed in configs ({event.start_mark})")
+            raise ConfigError(f"YAML anchors (&name) are not allowed in configs "
+                              f"({_where(event.start_mark)})")
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
@@ -210,9 +210,13 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise ConfigError(f"duplicate config key {key!r} ({key_node.start_mark})")
+                raise ConfigError(f"duplicate config key {key!r} ({_where(key_node.start_mark)})")
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _where(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def load_yaml(path) -> dict:
@@ -227,7 +231,7 @@ def load_yaml(path) -> dict:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
     return raw

@@ -45,7 +45,10 @@ class Dataset:
 
     def split(self, part: str, raw: bool = False):
         """(U, y) of the 'train' or 'test' part: U transformed (or raw), labels encoded 0..K−1."""
-        index = {"train": self.train_index, "test": self.test_index}[part]
+        return self.rows({"train": self.train_index, "test": self.test_index}[part], raw)
+
+    def rows(self, index, raw: bool = False):
+        """(U, y) of the rows `index`: U transformed (or raw), labels encoded 0..K−1."""
         X = self.X[index]
         return (X if raw else self.transform.apply(X)), self.encoded_targets()[index]
 
@@ -101,17 +104,24 @@ def _split(n: int, test_size: float, seed: int, y=None):
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     idx = np.arange(n)
+    if n < 2:  # nothing to split: every row is a test row (prediction on one sample is fine)
+        return idx[:0], idx
     if y is not None and np.unique(y, return_counts=True)[1].min() < 2:
         y = None  # a class with one sample cannot be stratified
     tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
     return np.sort(tr), np.sort(te)
 
 
+def _standardizer(X, train) -> InputTransform:
+    """Standardization fitted on the training rows (the identity when there are none)."""
+    return InputTransform.standardizer(X[train], _STANDARDIZE) if len(train) else InputTransform.identity()
+
+
 def _classification(name, X, y, seed, test_size, transform=None, domain=None):
     y = np.asarray(y)
     tr, te = _split(len(y), test_size, seed, y)
     X = np.asarray(X, float)
-    transform = transform or InputTransform.standardizer(X[tr], _STANDARDIZE)
+    transform = transform or _standardizer(X, tr)
     classes = sorted(np.unique(y).tolist())
     return Dataset(name, CLASSIFICATION, X, y, tr, te, transform, classes, domain)
 
@@ -161,6 +171,8 @@ def load_file(path: str | Path, seed: int, test_size: float, label: str | None =
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise IsADirectoryError(f"data path {path} is a directory; give an .npz or .csv file")
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -189,8 +201,14 @@ def load_file(path: str | Path, seed: int, test_size: float, label: str | None =
         y = np.array([r[li] for r in rows[1:]]) if li is not None else None
     else:
         raise ValueError(f"{path}: data files must be .npz (arrays X, y) or .csv (label column)")
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"{path}: features must be a non-empty 2-D table (rows = samples), got "
+                         f"shape {X.shape}")
     if not np.all(np.isfinite(X)):
         raise ValueError(f"{path}: features contain NaN or inf")
+    if y is not None and (y.ndim != 1 or len(y) != len(X)):
+        raise ValueError(f"{path}: {len(X)} rows of features but labels/targets of shape {y.shape}; "
+                         "give one label per row")
     if y is None:  # unlabelled data: predictions only
         return Dataset(path.stem, "unlabelled", X, np.zeros(len(X)), np.arange(0), np.arange(len(X)),
                        InputTransform.identity())
@@ -203,7 +221,7 @@ def load_file(path: str | Path, seed: int, test_size: float, label: str | None =
         return _classification(path.stem, X, y.astype(int), seed, test_size)
     tr, te = _split(len(y), test_size, seed)
     return Dataset(path.stem, REGRESSION, X, y.astype(float), tr, te,
-                   InputTransform.standardizer(X[tr], _STANDARDIZE))
+                   _standardizer(X, tr))
 
 
 def find_mnist(path=None) -> Path | None:

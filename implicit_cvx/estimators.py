@@ -85,6 +85,8 @@ _PARAMETERS = """
 {method_params}
     random_state : int, RandomState or None, default=None
         Seed of the initial model, the validation split and the teacher.
+    verbose : bool, default=False
+        Show the fit's progress: a bar on a terminal, else one line per outer iteration.
 """
 
 _ATTRIBUTES = """
@@ -112,7 +114,7 @@ class _ImplicitEstimator(BaseEstimator):
     def __init__(self, method="adjoint", n_states=32, kappa=0.95, include_D=True, loss=None,
                  max_iter=30, lam_l1=None, lam_l2=None, teacher=None, standardize=True,
                  early_stopping=False, validation_fraction=0.1, method_params=None,
-                 random_state=None):
+                 random_state=None, verbose=False):
         self.method = method
         self.n_states = n_states
         self.kappa = kappa
@@ -127,6 +129,7 @@ class _ImplicitEstimator(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.method_params = method_params
         self.random_state = random_state
+        self.verbose = verbose
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -177,7 +180,8 @@ class _ImplicitEstimator(BaseEstimator):
                 teacher.fit(U, Y if Y.ndim == 1 or Y.shape[1] > 1 else Y[:, 0])
             options["teacher"] = teacher
         U, Y, validation = self._validation(U, Y)
-        result = method.fit(U, Y, task=self._task, seed=self._seed(), **{**validation, **options})
+        result = method.fit(U, Y, task=self._task, seed=self._seed(), progress=bool(self.verbose),
+                            **{**validation, **options})
         self.history_ = result.history
         self.summary_ = result.summary
         self.n_iter_ = int(result.summary.get("outer_iterations") or len(result.history))
@@ -295,12 +299,12 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
     def __init__(self, method="adjoint", n_states=32, kappa=0.95, include_D=True, loss=None,
                  max_iter=30, lam_l1=None, lam_l2=None, teacher=None, standardize=True,
                  early_stopping=True, validation_fraction=0.1, method_params=None,
-                 random_state=None):
+                 random_state=None, verbose=False):
         super().__init__(method=method, n_states=n_states, kappa=kappa, include_D=include_D,
                          loss=loss, max_iter=max_iter, lam_l1=lam_l1, lam_l2=lam_l2,
                          teacher=teacher, standardize=standardize, early_stopping=early_stopping,
                          validation_fraction=validation_fraction, method_params=method_params,
-                         random_state=random_state)
+                         random_state=random_state, verbose=verbose)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

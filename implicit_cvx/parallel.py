@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 BACKENDS = ("serial", "loky", "dask")
+CONNECT_TIMEOUT = "10s"  # how long to wait for a dask scheduler at a given address
 
 
 def map_chunks(
@@ -40,7 +41,12 @@ def _map_dask(fn, chunks, n_jobs, address):
     except ImportError:
         raise ValueError("backend='dask' needs dask[distributed]: pip install 'dask[distributed]'") from None
     if address is not None:
-        with Client(address) as client:
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise OSError(f"cannot reach the dask scheduler at {address!r} within "
+                          f"{CONNECT_TIMEOUT} ({exc}); check run.address or start the scheduler") from None
+        with client:
             return client.gather(client.map(fn, chunks, pure=False))
     with LocalCluster(
         n_workers=n_jobs, processes=True, threads_per_worker=1, dashboard_address=None

@@ -1,4 +1,4 @@
-"""Attack protocol (DESIGN §7): k, fraction validation, rankings, success-rate definition, PGD."""
+"""Attack protocol: k, fraction validation, rankings, success-rate definition, PGD; one-logit models and per-feature domains."""
 
 import numpy as np
 import pytest
@@ -127,3 +127,39 @@ def test_attack_arguments_are_validated():
         pgd_attack(model, U, y, eps=0.1, loss="hinge")
     with pytest.raises(ValueError, match="steps"):
         pgd_attack(model, U, y, eps=0.1, steps=0)
+
+
+def test_one_logit_attacks_flip_the_sign_and_count_like_a_two_logit_twin():
+    """A one-output model (class 1 iff ŷ > 0) attacked by PGD and the gradient attack behaves as
+    the two-output model with logits (0, ŷ), whose cross-entropy gradient is the same."""
+    one = random_model(5, 6, 4, 1, activation="tanh")
+    two = one.with_weights(C=np.vstack([np.zeros(6), one.C]), D=np.vstack([np.zeros(4), one.D]),
+                           b_y=np.array([0.0, one.b_y[0]]))
+    rng = np.random.default_rng(5)
+    U = rng.uniform(0, 1, size=(40, 4))
+    y = (one.predict(U)[:, 0] > 0).astype(int)
+    for attack in (lambda m: pgd_attack(m, U, y, eps=0.2, steps=15, domain=(0, 1), rng=1),
+                   lambda m: gradient_attack(m, U, y, fraction=0.5, domain=(0, 1), rng=1)):
+        a, b = attack(one), attack(two)
+        np.testing.assert_allclose(a.U_adv, b.U_adv, atol=1e-9)
+        np.testing.assert_array_equal(a.changed, b.changed)
+        np.testing.assert_allclose(a.adversarial_margins, b.adversarial_margins, atol=1e-9)
+    assert a.n_correct == 40
+    flipped = (one.predict(b.U_adv)[:, 0] > 0).astype(int) != y
+    np.testing.assert_array_equal(b.changed, flipped)
+
+
+def test_pgd_with_per_feature_radii_and_domains():
+    model = random_model(6, 5, 3, 3)
+    rng = np.random.default_rng(6)
+    U = rng.uniform(0, 1, size=(20, 3))
+    y = model.predict(U).argmax(axis=1)
+    eps = np.array([0.3, 0.0, 0.1])
+    domain = ([0.0, -np.inf, 0.2], [1.0, np.inf, 0.9])
+    U[:, 2] = np.clip(U[:, 2], 0.2, 0.9)
+    res = pgd_attack(model, U, y, eps=eps, steps=10, domain=domain, rng=0)
+    assert np.all(np.abs(res.U_adv - U) <= eps)
+    np.testing.assert_array_equal(res.U_adv[:, 1], U[:, 1])
+    assert np.all((res.U_adv[:, 0] >= 0) & (res.U_adv[:, 0] <= 1))
+    assert np.all((res.U_adv[:, 2] >= 0.2) & (res.U_adv[:, 2] <= 0.9))
+    assert res.eps == eps.tolist()

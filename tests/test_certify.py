@@ -19,9 +19,11 @@ from implicit_cvx.robust import (
     output_bounds,
     pgd_attack,
 )
-from implicit_cvx.robust.certify import _boxes, _LinearRelaxation, _margin_objective
+from implicit_cvx.robust.certify import _boxes, margin_rows
+from implicit_cvx.robust.lp import LPSolver, dual_bound
 
 SETTINGS = settings(deadline=None, derandomize=True, max_examples=6)
+BOUND_METHODS = tuple(m for m in METHODS if m != "exact")  # exact needs piecewise-linear states
 LEAKY = {"name": "leaky_relu", "alpha": 0.1}
 MIXED = [("relu", 3), ("tanh", 3)]
 
@@ -65,10 +67,11 @@ def test_bounds_contain_sampled_outputs(seed, n, p, q, activation, eps, clip):
     lo, hi = input_box(U, eps, domain)
     points = _samples_in_box(rng, lo, hi, 60)
     prev = None
-    for method in METHODS:
+    methods = METHODS if activation != "tanh" else BOUND_METHODS
+    for method in methods:  # box ≤ interval ≤ linear ≤ linear_alpha ≤ lp ≤ exact
         _, _, mlb = _check_contains(model, U, y, eps, domain, points, method)
-        if prev is not None:  # lp ≥ interval ≥ box
-            assert np.all(mlb >= prev - 1e-8), method
+        if prev is not None:
+            assert np.all(mlb >= prev - 1e-6), method
         prev = mlb
 
 
@@ -82,7 +85,7 @@ def test_pgd_never_beats_the_bounds(activation):
         eps = 0.3
         res = pgd_attack(model, U, y, eps, steps=30, loss="margin", rng=seed)
         assert np.all(np.abs(res.U_adv - U) <= eps * (1 + 1e-12))
-        for method in METHODS:
+        for method in METHODS if activation == "relu" else BOUND_METHODS:
             mlb = margin_lower_bounds(model, U, y, eps, method)
             assert np.all(res.adversarial_margins >= mlb.min(axis=1) - 1e-9), method
 
@@ -103,7 +106,7 @@ def test_bounds_contain_the_grid_worst_case_on_tiny_models(seed, activation):
         G = lo[i] + T * (hi[i] - lo[i])
         Y = _outputs(model, G)
         worst_margin = _true_margins(Y, np.full(len(G), y[i])).min(axis=0)
-        for method in METHODS:
+        for method in METHODS if activation in ("relu", LEAKY) else BOUND_METHODS:
             lower, upper = output_bounds(model, U[i : i + 1], eps, method)
             mlb = margin_lower_bounds(model, U[i : i + 1], y[i : i + 1], eps, method)
             assert np.all(Y.min(axis=0) >= lower[0] - 1e-10), method
@@ -118,7 +121,7 @@ def test_lp_is_strictly_tighter_than_interval_somewhere():
         rng = np.random.default_rng(seed)
         U = rng.uniform(-1, 1, size=(2, 3))
         y = model.predict(U).argmax(axis=1)
-        b, i, lp = (margin_lower_bounds(model, U, y, 0.2, m) for m in METHODS)
+        b, i, lp = (margin_lower_bounds(model, U, y, 0.2, m) for m in ("box", "interval", "lp"))
         finite = np.isfinite(b)
         assert np.all(i[finite] >= b[finite] - 1e-8) and np.all(lp[finite] >= i[finite] - 1e-8)
         gains.append((lp[finite] - i[finite]).max())
@@ -159,25 +162,42 @@ def test_interval_equals_ibp_on_a_feedforward_network():
         np.testing.assert_allclose(mlb[mask], ref[mask], atol=1e-10)
 
 
+def _reference_lp(model, boxes, i, gx, gu):
+    """The triangle LP written independently in cvxpy (ReLU states), solved with Clarabel."""
+    n, p = model.n_states, model.n_inputs
+    x, z, u = cp.Variable(n), cp.Variable(n), cp.Variable(p)
+    zl, zu = boxes.zl[i], boxes.zu[i]
+    cons = [z == model.A @ x + model.B @ u + model.b_x, u >= boxes.ul[i], u <= boxes.uu[i],
+            x >= boxes.xl[i], x <= boxes.xu[i], z >= zl, z <= zu]
+    for k in range(n):
+        if zl[k] >= 0:
+            cons.append(x[k] == z[k])
+        elif zu[k] <= 0:
+            cons.append(x[k] == 0)
+        else:
+            cons += [x[k] >= 0, x[k] >= z[k], x[k] <= zu[k] * (z[k] - zl[k]) / (zu[k] - zl[k])]
+    prob = cp.Problem(cp.Minimize(gx @ x + gu @ u), cons)
+    prob.solve(solver=cp.CLARABEL)
+    return prob.value
+
+
 def test_lp_certificate_is_weak_duality():
-    """At the solver's multipliers the certificate equals the LP optimum; at any other
-    multipliers it stays below it (an independent re-solve with Clarabel gives the optimum)."""
+    """At HiGHS's multipliers the certificate equals the LP optimum of an independent cvxpy
+    formulation; at any other multipliers it stays below it."""
     model = random_model(3, 5, 3, 3)
     rng = np.random.default_rng(3)
     U = rng.uniform(-1, 1, size=(1, 3))
-    boxes = _boxes(model, U, 0.3, "lp", None)
-    lp = _LinearRelaxation(model)
-    lp.set_sample(boxes, 0)
-    Gx, Gu, gb = _margin_objective(model, 0)
-    cert = lp.lower_bound(Gx[1], Gu[1], gb[1])
-    optimum = lp.problem.value + gb[1]
-    lp.problem.solve(solver=cp.CLARABEL)
-    assert cert <= lp.problem.value + gb[1] + 1e-7
-    assert cert == pytest.approx(optimum, abs=1e-7)
+    boxes = _boxes(model, U, 0.3, "interval", None)
+    lp = LPSolver(model, boxes, 0)
+    Gx, Gu, gb, _ = margin_rows(model, np.array([0]))
+    cert = lp.lower_bound(Gx[0, 1], Gu[0, 1], gb[0, 1])
+    optimum = _reference_lp(model, boxes, 0, Gx[0, 1], Gu[0, 1]) + gb[0, 1]
+    assert cert <= optimum + 1e-7
+    assert cert == pytest.approx(optimum, abs=1e-6)
+    c = lp.formulation.cost(Gx[0, 1], Gu[0, 1])
     for _ in range(20):
-        nu = rng.normal(size=5) * 3
-        mu = [np.abs(rng.normal(size=5)) for _ in range(3)]
-        assert lp.certificate(Gx[1], Gu[1], gb[1], nu, mu) <= optimum + 1e-9
+        y = rng.normal(size=lp.formulation.G.shape[0]) * 3
+        assert dual_bound(lp.formulation, c, gb[0, 1], y) <= optimum + 1e-9
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -305,15 +325,20 @@ def test_block_activation_bounds_contain_sampled_outputs(kind, seed, eps):
     y = rng.integers(0, model.n_outputs, size=2)
     lo, hi = input_box(U, eps)
     points = _samples_in_box(rng, lo, hi, 40)
-    for method in METHODS:
+    for method in BLOCK_METHODS:
         _check_contains(model, U, y, eps, None, points, method)
+    with pytest.raises(ValueError, match="block activations.*use method 'interval'"):
+        output_bounds(model, U, eps, "linear")
+
+
+BLOCK_METHODS = ("box", "interval")  # the linear relaxations are for componentwise activations
 
 
 def test_block_start_box_covers_states_that_read_other_states():
     """x_0 = max(0, u): the componentwise box would keep x_0 fixed (|B_0| = 0); the
     block-aware one must cover max(0, u) over u ∈ [0.2, 0.8]."""
     model = _block_model(0, "pool")
-    for method in METHODS:
+    for method in BLOCK_METHODS:
         lower, upper = output_bounds(model, np.array([[0.5]]), 0.3, method)
         assert lower[0, 0] <= 0.2 and upper[0, 0] >= 0.8, method
 
@@ -322,4 +347,96 @@ def test_unbounded_gates_are_refused_by_the_bounds():
     model = ImplicitModel(np.zeros((2, 2)), np.eye(2), [[1.0, 0.0]], np.zeros((1, 2)),
                           activation="gate")  # x = u_0 · u_1: no Lipschitz constant
     with pytest.raises(ValueError, match="no finite Lipschitz constant"):
-        output_bounds(model, np.zeros((1, 2)), 0.1)
+        output_bounds(model, np.zeros((1, 2)), 0.1, "interval")
+
+
+
+# ---- one-logit models, per-feature radii and domains, result fields --------------------------------
+def _one_logit_pair(seed):
+    """A one-output model (class 1 iff ŷ > 0) and the two-output model with logits (0, ŷ): their
+    margins coincide for every input."""
+    base = random_model(seed, 6, 3, 1)
+    two = base.with_weights(C=np.vstack([np.zeros(6), base.C]), D=np.vstack([np.zeros(3), base.D]),
+                            b_y=np.array([0.0, base.b_y[0]]))
+    return base, two
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_logit_models_match_their_two_logit_twin(method):
+    one, two = _one_logit_pair(12)
+    rng = np.random.default_rng(12)
+    U = rng.uniform(-1, 1, size=(16, 3))
+    y = (one.predict(U)[:, 0] > 0).astype(int)
+    y[:2] = 1 - y[:2]  # two clean errors
+    a = certify(one, U, y, [0.0, 0.1, 0.3], method)
+    b = certify(two, U, y, [0.0, 0.1, 0.3], method)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    np.testing.assert_array_equal(a.status, b.status)
+    assert a.clean_accuracy == b.clean_accuracy < 1.0
+    mlb = margin_lower_bounds(one, U, y, 0.1, method)
+    ref = margin_lower_bounds(two, U, y, 0.1, method)
+    assert mlb.shape == (16, 1)
+    np.testing.assert_allclose(mlb[:, 0], ref[np.arange(16), 1 - y], atol=1e-6)
+    lo, hi = input_box(U, 0.1)
+    for P in _samples_in_box(rng, lo, hi, 40):  # sound: (2y − 1)ŷ never below the bound
+        assert np.all((2 * y - 1) * _outputs(one, P)[:, 0] >= mlb[:, 0] - 1e-9)
+
+
+def test_one_logit_labels_must_be_zero_or_one():
+    one, _ = _one_logit_pair(13)
+    with pytest.raises(ValueError, match="0..1"):
+        certify(one, np.zeros((2, 3)), [0, 2], [0.1])
+
+
+def test_per_feature_radii_and_domains():
+    U = np.array([[0.0, 0.5, 1.0], [0.2, 0.2, 0.2]])
+    lo, hi = input_box(U, [0.1, 0.0, 0.3], ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1]))
+    np.testing.assert_allclose(lo, [[0.0, 0.5, 0.7], [0.1, 0.2, 0.0]])
+    np.testing.assert_allclose(hi, [[0.1, 0.5, 1.1], [0.3, 0.2, 0.5]])
+    assert np.all(lo[:, 1] == U[:, 1]) and np.all(hi[:, 1] == U[:, 1])  # radius 0: not perturbed
+    with pytest.raises(ValueError, match="outside the domain"):
+        input_box(U, 0.1, ([0.0, 0.6, 0.0], 1.0))
+    with pytest.raises(ValueError, match="one radius per input feature"):
+        input_box(U, [0.1, 0.2], None)
+    with pytest.raises(ValueError, match="lo < hi"):
+        input_box(U, 0.1, ([0.0, 1.0, 0.0], [1.0, 1.0, 1.1]))
+    model = random_model(14, 6, 3, 3)
+    y = model.predict(U).argmax(axis=1)
+    scale = np.array([1.0, 0.0, 2.0])
+    res = certify(model, U, y, [0.05, 0.1], "linear", ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1]),
+                  eps_scale=scale)
+    for k, e in enumerate((0.05, 0.1)):
+        mlb = margin_lower_bounds(model, U, y, e * scale, "linear", ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1]))
+        np.testing.assert_array_equal(res.certified[:, k], mlb.min(axis=1) > 0)
+    assert res.eps_scale == scale.tolist() and res.domain == ([0.0, -np.inf, 0.0], [1.0, np.inf, 1.1])
+
+
+@pytest.mark.parametrize("method", BOUND_METHODS)
+def test_bound_methods_report_status_but_no_falsified_share(method):
+    model = random_model(15, 6, 3, 3)
+    rng = np.random.default_rng(15)
+    U = rng.uniform(-1, 1, size=(10, 3))
+    y = model.predict(U).argmax(axis=1)
+    y[0] = (y[0] + 1) % 3
+    res = certify(model, U, y, [0.0, 0.2], method)
+    assert res.falsified is None and res.unknown is None and res.counterexamples is None
+    assert res.status[0, 0] == res.status[0, 1] == "falsified"  # a clean error
+    np.testing.assert_array_equal(res.status == "certified", res.certified)
+    assert set(np.unique(res.status)) <= {"certified", "falsified", "unknown"}
+    finite = np.isfinite(res.margin_bounds)
+    assert np.all((res.margin_bounds[finite] > 0) == res.certified[finite])
+
+
+def test_boxes_of_all_radii_at_once_equal_one_radius_at_a_time():
+    """Started around the samples (not the clipped boxes' midpoints), the refined boxes agree."""
+    from implicit_cvx.robust.certify import _boxes_per_eps
+
+    model = random_model(16, 6, 3, 3)
+    U = np.random.default_rng(16).uniform(0, 1, size=(5, 3))
+    X = model.equilibrium(U, tol=1e-12)
+    together = _boxes_per_eps(model, U, [0.01, 0.1, 0.3], "interval", (0, 1), X)
+    for e, boxes in zip([0.01, 0.1, 0.3], together, strict=True):
+        alone = _boxes(model, U, e, "interval", (0, 1))  # started around the box midpoints
+        for k in ("ul", "uu", "xl", "xu", "zl", "zu"):
+            np.testing.assert_allclose(getattr(boxes, k), getattr(alone, k), rtol=0, atol=1e-10)

@@ -1,6 +1,7 @@
 """fit → certify → attack from the command line, on small configs: files, report schema, resume,
 and agreement with the Python API on the same samples."""
 
+import csv
 import json
 
 import numpy as np
@@ -99,25 +100,38 @@ def _api_samples(n):
     return ds.X[idx], ds.y[idx], idx
 
 
-# ε in raw pixel units: 0.16 and 0.32 are the 0.01 and 0.02 of [0, 1]-scaled pixels
-def test_certify_cli_agrees_with_the_api(fitted, tmp_path):
+@pytest.mark.parametrize("units, eps", [("range", "0,0.01,0.02"), ("raw", "0,0.16,0.32")])
+def test_certify_cli_agrees_with_the_api(fitted, tmp_path, units, eps):
+    """ε as a fraction of each pixel's range [0, 16] or in raw pixels: the same radii."""
     out = tmp_path / "cert"
-    args = ["certify", str(fitted / "model.npz"), "--dataset", "digits", "--eps", "0,0.16,0.32",
+    args = ["certify", str(fitted / "model.npz"), "--eps", eps, "--eps-units", units,
             "--method", "interval", "--limit", "60", "--out", str(out)]
     assert main(args) == 0
     rep = _report(out)
     assert ALWAYS <= set(rep) and rep["certify_method"] == "interval" and rep["samples"] == 60
+    assert rep["eps_units"] == {"range": "fraction of each feature's range", "raw": "raw input units"}[units]
+    assert rep["domain"] == [0.0, 16.0] and rep["source"]["from"] == "the model's provenance"
     model = ImplicitModel.load(fitted / "model.npz")
     U, y, idx = _api_samples(60)
+    assert rep["rows"] == idx.tolist()
     res = certify(model, U, y, [0.0, 0.16, 0.32], method="interval", domain=(0.0, 16.0))
     assert rep["clean_accuracy"] == pytest.approx(res.clean_accuracy)
-    for e in (0.0, 0.16, 0.32):
-        assert rep["certified_accuracy"][str(e)] == pytest.approx(res.certified_accuracy[e])
-    rows = np.loadtxt(out / "samples.csv", delimiter=",", skiprows=1, dtype=int)
-    np.testing.assert_array_equal(rows[:, 0], idx)
-    np.testing.assert_array_equal(rows[:, 1], y)
-    np.testing.assert_array_equal(rows[:, 3:], res.certified.astype(int))
+    for e, raw in zip(eps.split(","), (0.0, 0.16, 0.32), strict=True):
+        assert rep["certified_accuracy"][str(float(e))] == pytest.approx(res.certified_accuracy[raw])
+    with open(out / "samples.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["row"]) for r in table] == idx.tolist()
+    assert [int(r["label"]) for r in table] == y.tolist()
+    status = np.array([[r[f"status_eps_{float(e):g}"] for e in eps.split(",")] for r in table])
+    np.testing.assert_array_equal(status == "certified", res.certified)
     assert (out / "certified_accuracy.png").exists()
+
+
+def test_certify_refuses_a_split_that_is_not_the_models(fitted, tmp_path, capsys):
+    args = ["certify", str(fitted / "model.npz"), "--eps", "0.01", "--seed", "3", "--out", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--seed 3 conflicts with the model's own split (seed 0" in err
 
 
 def test_attack_cli_agrees_with_the_api(fitted, tmp_path):

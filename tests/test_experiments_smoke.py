@@ -17,6 +17,7 @@ SCRIPTS = {
     "sim_sparsity": (["--out", "{tmp}"], ["sim_sparsity_quick.csv"]),
     "bench_equilibrium": (["--json", "{tmp}/be.json", "--blas-threads", "1"], ["be.json"]),
     "bench_certify": (["--json", "{tmp}/bc.json"], ["bc.json"]),
+    "certify_gap": (["--out", "{tmp}"], ["certify_gap_quick.csv", "certify_gap_quick.json", "certify_gap_quick.png"]),
     "certified_curves": (["--out", "{tmp}"], ["certified_curves_quick.csv"]),
     "robust_tradeoff": (["--out", "{tmp}"], ["robust_tradeoff_quick.csv"]),
     "attacks_table1": (["--out", "{tmp}"], ["table1_attacks_quick.csv"]),

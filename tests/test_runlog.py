@@ -97,8 +97,8 @@ def test_history_checkpoint_resume_roundtrip(tmp_path):
     assert np.array_equal(restore_rng(res.state["rng"]).standard_normal(3), expected_next)
     assert [r["iteration"] for r in read_history(tmp_path / "history.jsonl")] == [0, 1, 2, 3]
     assert load_checkpoint(tmp_path / "ckpt_00000003").iteration == 3
-    # a fresh (non-resumed) run clears the directory
-    fresh = RunLog(tmp_path)
+    # a fresh run replaces the run only when asked to
+    fresh = RunLog(tmp_path, overwrite=True)
     assert fresh.history() == [] and not any("ckpt" in d for d in os.listdir(tmp_path))
     assert RunLog(tmp_path, resume=True).resumed is None
 
@@ -135,37 +135,48 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
-# ---- resume after a real SIGKILL -------------------------------------------------------------
+# ---- resume after a real SIGKILL, for every method ---------------------------------------------
 _SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from implicit_cvx.train.gradient import fit_gradient
     from implicit_cvx.train.runlog import RunLog
+    from implicit_cvx.train import adjoint, fenchel, gradient, sim
 
     class SlowRunLog(RunLog):  # leaves time to kill the run between checkpoints
         def checkpoint(self, *args, **kwargs):
             out = super().checkpoint(*args, **kwargs)
-            time.sleep(float(sys.argv[3]))
+            time.sleep(float(sys.argv[4]))
             return out
 
-    out, resume = sys.argv[1], sys.argv[2] == "1"
+    method, out, resume, n = sys.argv[1], sys.argv[2], sys.argv[3] == "1", STEPS
     rng = np.random.default_rng(0)
-    U = rng.uniform(-1, 1, (24, 2))
+    U = rng.uniform(-1, 1, (36, 2))
     Y = np.sin(2 * U[:, :1]) + U[:, 1:] ** 2
-    res = fit_gradient(U, Y, task="regression", n_states=6, lr=1e-2, epochs=EPOCHS, batch_size=8,
-                       seed=1, run=SlowRunLog(out, checkpoint_every=1, resume=resume))
+    run = SlowRunLog(out, checkpoint_every=1, resume=resume)
+    common = dict(task="regression", seed=1, run=run)
+    if method == "gradient":
+        res = gradient.fit_gradient(U, Y, n_states=6, lr=1e-2, epochs=n, batch_size=8, **common)
+    elif method == "adjoint":  # random 12-row subsets: the resumed run must draw the same ones
+        res = adjoint.fit_adjoint(U, Y, n_states=6, kappa=0.8, max_outer=n, batch_size=12, **common)
+    elif method == "fenchel":
+        res = fenchel.fit_fenchel(U, Y, n_states=6, kappa=0.8, max_outer=n, x_iter=50, **common)
+    else:  # one step: a killed fit restarts from scratch
+        from sklearn.neural_network import MLPRegressor
+        teacher = MLPRegressor(hidden_layer_sizes=(8, 6), max_iter=400, random_state=0).fit(U, Y[:, 0])
+        res = sim.fit_sim(U, Y, teacher=teacher, kappa=0.9, **common)
     res.model.save(out + "/final.npz")
     """
 )
-EPOCHS = 12
+STEPS = 10
+METHOD_NAMES = ("adjoint", "fenchel", "gradient", "sim")
 
 
-def _launch(out, resume, sleep):
-    script = _SCRIPT.replace("EPOCHS", str(EPOCHS))
+def _launch(method, out, resume, sleep):
+    script = _SCRIPT.replace("STEPS", str(STEPS))
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", script, str(out), "1" if resume else "0", str(sleep)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen([sys.executable, "-c", script, method, str(out), "1" if resume else "0",
+                             str(sleep)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def _latest_iteration(out):
@@ -176,25 +187,69 @@ def _latest_iteration(out):
         return -1
 
 
-def test_resume_after_sigkill_reaches_same_model(tmp_path):
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_resume_after_sigkill_reaches_same_model(tmp_path, method):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = _launch(killed, resume=False, sleep=0.4)
-    deadline = time.time() + 60
-    while _latest_iteration(killed) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    reached = _latest_iteration(killed)
-    assert 3 <= reached < EPOCHS - 1 and not (killed / "final.npz").exists()
+    proc = _launch(method, killed, resume=False, sleep=0.5)
+    if method == "sim":  # one step: killed within it, or finished (resume then reloads it)
+        time.sleep(1.0)
+        proc.kill()
+        proc.wait()
+        (killed / "final.npz").unlink(missing_ok=True)
+    else:
+        deadline = time.time() + 90
+        while _latest_iteration(killed) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+        assert not (killed / "final.npz").exists()
+        assert 3 <= _latest_iteration(killed) < STEPS - 1
 
-    resumed, uninterrupted = _launch(killed, resume=True, sleep=0), _launch(clean, resume=False, sleep=0)
-    for proc in (resumed, uninterrupted):
-        assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    resumed = _launch(method, killed, resume=True, sleep=0)
+    uninterrupted = _launch(method, clean, resume=False, sleep=0)
+    for p in (resumed, uninterrupted):
+        assert p.wait(timeout=180) == 0, p.stderr.read().decode()[-2000:]
     a, b = ImplicitModel.load(killed / "final.npz"), ImplicitModel.load(clean / "final.npz")
     for name in ("A", "B", "C", "D", "b_x", "b_y"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=1e-12)
-    hist = read_history(killed / "history.jsonl")
-    assert [r["iteration"] for r in hist] == list(range(EPOCHS))
-    clean_hist = read_history(clean / "history.jsonl")
-    assert [r["train_loss"] for r in hist] == pytest.approx([r["train_loss"] for r in clean_hist], abs=1e-12)
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=1e-9)
+    hist, clean_hist = read_history(killed / "history.jsonl"), read_history(clean / "history.jsonl")
+    assert [r["iteration"] for r in hist] == [r["iteration"] for r in clean_hist]
+    key = "stages" if method == "sim" else "train_loss"
+    assert [r[key] for r in hist] == pytest.approx([r[key] for r in clean_hist], abs=1e-9) \
+        if method != "sim" else len(hist) == len(clean_hist) == 1
+
+
+def test_a_run_directory_is_not_silently_replaced(tmp_path):
+    run = RunLog(tmp_path, checkpoint_every=1)
+    run.log({"iteration": 0, "loss": 1.0})
+    run.checkpoint(0, _model())
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        RunLog(tmp_path)
+    (tmp_path / "mine.txt").write_text("keep me")
+    RunLog(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_resume_refuses_a_different_config_naming_the_keys(tmp_path):
+    cfg = {"seed": 0, "adjoint": {"max_outer": 5, "eta": 1.0}}
+    RunLog(tmp_path, config=cfg).log({"iteration": 0})
+    with pytest.raises(ValueError, match=r"adjoint.max_outer \(5 → 6\), seed \(0 → 1\)"):
+        RunLog(tmp_path, resume=True, config={"seed": 1, "adjoint": {"max_outer": 6, "eta": 1.0}})
+    assert RunLog(tmp_path, resume=True, config=cfg).resumed is None  # same config: accepted
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    run = RunLog(tmp_path, checkpoint_every=1, keep=3)
+    for it in range(3):
+        run.log({"iteration": it})
+        run.checkpoint(it, _model(seed=it))
+    (tmp_path / "ckpt_00000002" / "state.json").write_text("{broken")
+    resumed = RunLog(tmp_path, resume=True)
+    assert resumed.resumed.iteration == 1
+    assert "ckpt_00000002" in resumed.notes[0] and "resuming from ckpt_00000001" in resumed.notes[0]
+    assert [r["iteration"] for r in resumed.history()] == [0, 1]
+    for name in ("ckpt_00000000", "ckpt_00000001"):
+        (tmp_path / name / "model.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="no loadable checkpoint"):
+        RunLog(tmp_path, resume=True)

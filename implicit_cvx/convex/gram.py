@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from ..numerics import check_rows
+
 
 @dataclass
 class GramStats:
@@ -40,24 +42,11 @@ class GramStats:
         return GramStats(self.G, self.H[:, rows], self.c[rows], self.m)
 
 
-def _as_2d(name: str, M, m: int | None = None) -> np.ndarray:
-    M = np.asarray(M, dtype=float)
-    if M.ndim == 1:
-        M = M[:, None]
-    if M.ndim != 2:
-        raise ValueError(f"{name} must be 2-D with samples as rows, got shape {M.shape}")
-    if m is not None and M.shape[0] != m:
-        raise ValueError(f"{name} has {M.shape[0]} rows, expected {m} (one per sample)")
-    if not np.all(np.isfinite(M)):
-        raise ValueError(f"{name} (shape {M.shape}) contains NaN or inf")
-    return M
-
-
 def _chunks(R, T, chunk_size):
     """Yield (R_chunk, T_chunk) pairs: from arrays in slices of chunk_size rows, or as given."""
     if T is not None:
-        R = _as_2d("R", R)
-        T = _as_2d("T", T, R.shape[0])
+        R = check_rows("R", R)
+        T = check_rows("T", T, R.shape[0])
         step = R.shape[0] if chunk_size is None else int(chunk_size)
         if step <= 0:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
@@ -93,8 +82,8 @@ class GramSums:
 
 def gram_sums(R, T) -> GramSums:
     """GramSums of regressors R (m, d) and targets T (m, k): one partition's share of G, H, c."""
-    R = _as_2d("R chunk", R)
-    T = _as_2d("T chunk", T, R.shape[0])
+    R = check_rows("R chunk", R)
+    T = check_rows("T chunk", T, R.shape[0])
     return GramSums(R.T @ R, R.T @ T, np.einsum("ij,ij->j", T, T), R.shape[0])
 
 

@@ -1,6 +1,7 @@
-"""Robustness of implicit models (paper §4, DESIGN §7): sensitivity bounds, certified bounds on
-ℓ∞ balls (box, interval, LP relaxation with a weak-duality certificate), attacks, robust training
-(‖S‖_∞ ≤ s in the (C, D) step) and input importance from S."""
+"""Robustness of implicit models (paper §4): sensitivity bounds, certified bounds on ℓ∞ balls
+(box, interval, linear bound propagation through the fixed point with optimized slopes, the LP
+relaxation with a weak-duality certificate), exact verification by mixed-integer programming,
+attacks, robust training (‖S‖_∞ ≤ s in the (C, D) step) and input importance from S."""
 
 from .attacks import AttackResult, attack_k, gradient_attack, pgd_attack, sensitivity_attack
 from .bounds import (
@@ -12,8 +13,18 @@ from .bounds import (
     sparse_perturbation_bound,
     state_bounds,
 )
-from .certify import METHODS, CertifyResult, certify, input_box, margin_lower_bounds, output_bounds
+from .certify import (
+    METHODS,
+    CertifyResult,
+    certify,
+    input_box,
+    margin_lower_bounds,
+    margin_rows,
+    output_bounds,
+)
+from .exact import margin_range
 from .importance import Importance, input_importance, model_importance, plot_importance
+from .linear import linear_lower_bounds, optimize_slopes, tighten
 from .partitioned import certify_partitioned, merge_certify_results
 from .training import (
     check_s_bound,
@@ -38,10 +49,14 @@ __all__ = [
     "gradient_attack",
     "input_box",
     "input_importance",
+    "linear_lower_bounds",
     "lipschitz_bound",
     "margin_lower_bounds",
+    "margin_range",
+    "margin_rows",
     "merge_certify_results",
     "model_importance",
+    "optimize_slopes",
     "output_bounds",
     "pgd_attack",
     "plot_importance",
@@ -53,4 +68,5 @@ __all__ = [
     "sensitivity_matrix",
     "sparse_perturbation_bound",
     "state_bounds",
+    "tighten",
 ]

@@ -1,11 +1,12 @@
-"""Attacks that check the certificates (DESIGN §7, paper §4 / Table 1).
+"""Attacks that check the certificates (paper §4 / Table 1).
 
 - sensitivity attack: rank inputs by the column sums of S (one ranking for all samples);
 - gradient-saliency attack: rank inputs per sample by |∇_u L| (cross-entropy, implicit gradient);
   both set the top k = max(1, round(fraction·p)) inputs to values drawn uniformly from the domain;
 - PGD in ℓ∞ with the implicit gradient ∇_u (cross-entropy or margin loss).
 Success rate = share of correctly classified samples (ŷ_y > ŷ_j for all j ≠ y; a tie is an error)
-whose predicted class changes.
+whose predicted class changes. A model with one output is a binary classifier (class 1 iff ŷ > 0,
+margin (2y − 1)ŷ, cross-entropy log(1 + exp(−(2y − 1)ŷ))). Domains and ε may be per feature.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..train.objective import predicted_labels
 from .bounds import sensitivity_matrix
-from .certify import check_labels, input_box
+from .certify import _check_domain as _domain_arrays
+from .certify import _clean_margins, _inner_box, check_labels
 
 __all__ = ["AttackResult", "attack_k", "gradient_attack", "pgd_attack", "sensitivity_attack"]
 
@@ -29,13 +32,14 @@ class AttackResult:
     correct: clean-correct samples (the ones attacked); changed: correct samples whose predicted
     class changed; success_rate = changed.sum() / correct.sum() (nan when no sample is correct).
     indices: the perturbed inputs, (k,) for the sensitivity attack, (m, k) for the gradient one.
-    adversarial_margins: ŷ_y − max_{j≠y} ŷ_j at U_adv.
+    adversarial_margins: ŷ_y − max_{j≠y} ŷ_j at U_adv ((2y − 1)ŷ for one output).
+    eps: the PGD radius (a float, or a list of per-feature radii).
     """
 
     kind: str
     fraction: float | None
     k: int | None
-    eps: float | None
+    eps: float | list | None
     success_rate: float
     samples: int
     n_correct: int
@@ -61,12 +65,10 @@ def attack_k(fraction, p: int) -> int:
     return int(min(p, max(1, np.floor(f * p + 0.5))))
 
 
-def _check_domain(domain) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in domain)
-    except (TypeError, ValueError):
-        raise ValueError(f"domain must be a pair (lo, hi) of numbers, got {domain!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+def _check_domain(domain, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per feature, finite (values are drawn from it)."""
+    lo, hi = _domain_arrays(domain, p)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise ValueError(f"domain must be finite with lo < hi (values are drawn from it), got {domain!r}")
     return lo, hi
 
@@ -77,11 +79,8 @@ def _prepare(model, U, y):
 
 
 def _margins(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ŷ_y − max_{j≠y} ŷ_j per sample."""
-    rows = np.arange(y.size)
-    other = logits.copy()
-    other[rows, y] = -np.inf
-    return logits[rows, y] - other.max(axis=1, initial=-np.inf)
+    """ŷ_y − max_{j≠y} ŷ_j per sample ((2y − 1)ŷ for one output)."""
+    return _clean_margins(logits, y).min(axis=1, initial=np.inf)
 
 
 def _result(model, kind, U, y, U_adv, logits, *, fraction=None, k=None, eps=None, indices=None, adv_logits=None):
@@ -89,7 +88,7 @@ def _result(model, kind, U, y, U_adv, logits, *, fraction=None, k=None, eps=None
     if adv_logits is None:
         adv_logits = model.predict(U_adv, tol=EQ_TOL, raise_on_failure=False)
     correct = _margins(logits, y) > 0
-    pred, adv = logits.argmax(axis=1), adv_logits.argmax(axis=1)
+    pred, adv = predicted_labels(logits), predicted_labels(adv_logits)
     changed = correct & (adv != pred)
     n_correct = int(correct.sum())
     return AttackResult(
@@ -102,14 +101,15 @@ def _result(model, kind, U, y, U_adv, logits, *, fraction=None, k=None, eps=None
 
 
 def _replace_top(U, indices, domain, rng):
-    """U with the inputs `indices` ((k,) shared or (m, k) per sample) set to uniform draws."""
+    """U with the inputs `indices` ((k,) shared or (m, k) per sample) set to uniform draws from
+    the domain (lo, hi) per feature."""
     lo, hi = domain
     U_adv = U.copy()
     m = U.shape[0]
     k = indices.shape[-1]
     rows = np.arange(m)[:, None]
     cols = np.broadcast_to(indices, (m, k))
-    U_adv[rows, cols] = rng.uniform(lo, hi, size=(m, k))
+    U_adv[rows, cols] = rng.uniform(lo[cols], hi[cols])
     return U_adv
 
 
@@ -123,11 +123,15 @@ def sensitivity_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> At
     the same k for every sample, to uniform values from the domain."""
     U, y = _prepare(model, U, y)
     k = attack_k(fraction, model.n_inputs)
-    domain, rng = _check_domain(domain), np.random.default_rng(rng)
+    domain, rng = _check_domain(domain, model.n_inputs), np.random.default_rng(rng)
     indices = _top_k(sensitivity_matrix(model).sum(axis=0), k)
     logits = model.predict(U, tol=EQ_TOL, raise_on_failure=False)
     U_adv = _replace_top(U, indices, domain, rng)
     return _result(model, "sensitivity", U, y, U_adv, logits, fraction=float(fraction), k=k, indices=indices)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * t))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -136,7 +140,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _loss_output_gradient(logits, y, loss: str) -> np.ndarray:
-    """∂L/∂ŷ per sample: cross-entropy softmax(ŷ) − e_y, or margin max_{j≠y} ŷ_j − ŷ_y."""
+    """∂L/∂ŷ per sample: cross-entropy softmax(ŷ) − e_y, or margin max_{j≠y} ŷ_j − ŷ_y; for one
+    output (s = 2y − 1) log(1 + exp(−sŷ)) and −sŷ."""
+    if logits.shape[1] == 1:
+        s = (2.0 * y - 1.0)[:, None]
+        return -s * _sigmoid(-s * logits) if loss == "ce" else -s * np.ones_like(logits)
     rows = np.arange(y.size)
     if loss == "ce":
         G = _softmax(logits)
@@ -151,7 +159,7 @@ def _loss_output_gradient(logits, y, loss: str) -> np.ndarray:
 
 
 def _input_gradient(model, U, y, loss: str):
-    """(∇_u L (m, p), logits) by implicit differentiation at the equilibrium (DESIGN §5)."""
+    """(∇_u L (m, p), logits) by implicit differentiation at the equilibrium (paper App. G)."""
     from ..gradients import loss_gradients
 
     X = model.equilibrium(U, tol=EQ_TOL, raise_on_failure=False)
@@ -164,7 +172,7 @@ def gradient_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> Attac
     values from the domain (gradient-saliency attack)."""
     U, y = _prepare(model, U, y)
     k = attack_k(fraction, model.n_inputs)
-    domain, rng = _check_domain(domain), np.random.default_rng(rng)
+    domain, rng = _check_domain(domain, model.n_inputs), np.random.default_rng(rng)
     grad, logits = _input_gradient(model, U, y, "ce")
     indices = _top_k(np.abs(grad), k)
     U_adv = _replace_top(U, indices, domain, rng)
@@ -173,19 +181,21 @@ def gradient_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> Attac
 
 def pgd_attack(model, U, y, eps, steps: int = 40, step_size=None, domain=None, rng=None,
                loss: str = "ce", random_start: bool = True) -> AttackResult:
-    """ℓ∞ projected gradient ascent of the loss ("ce" or "margin") within the ε-box (clipped to
-    the domain); U_adv holds, per sample, the iterate with the smallest margin seen.
-    step_size defaults to 2.5·ε/steps."""
+    """ℓ∞ projected gradient ascent of the loss ("ce" or "margin") within the ε-box (ε a scalar or
+    one radius per feature; clipped to the domain, scalars or per-feature arrays, ±inf allowed);
+    U_adv holds, per sample, the iterate with the smallest margin seen. step_size defaults to
+    2.5·ε/steps."""
     U, y = _prepare(model, U, y)
     if loss not in ("ce", "margin"):
         raise ValueError(f"pgd loss must be 'ce' or 'margin', got {loss!r}")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    lo, hi = input_box(U, eps, None if domain is None else _check_domain(domain))
-    eps = float(eps)
-    alpha = 2.5 * eps / steps if step_size is None else float(step_size)
-    if not (np.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"step_size must be a finite number ≥ 0, got {step_size!r}")
+    lo, hi = _inner_box(U, eps, domain)  # inside the ball (ends rounded inward)
+    eps = np.asarray(eps, dtype=float)
+    alpha = 2.5 * eps / steps if step_size is None else np.asarray(step_size, dtype=float)
+    if not np.all(np.isfinite(alpha) & (alpha >= 0)):
+        raise ValueError(f"step_size must be finite and ≥ 0, got {step_size!r}")
+    eps = float(eps) if eps.ndim == 0 else eps.tolist()
     rng = np.random.default_rng(rng)
     logits = model.predict(U, tol=EQ_TOL, raise_on_failure=False)
     best, best_logits, best_margin = U.copy(), logits.copy(), _margins(logits, y)

@@ -49,6 +49,15 @@ def _matmul(M, Y: np.ndarray) -> np.ndarray:
     return np.asarray(M @ Y)
 
 
+def require_componentwise(model, what: str) -> None:
+    """The bounds of Thm 4.1/4.3 take φ componentwise non-expansive; a model with block
+    activations (max-pooling, softmax, gates) is refused by name (use certify's interval method)."""
+    if not model.activation.componentwise:
+        names = sorted({act.name for act, _, _ in model.activation.blocks if not act.componentwise})
+        raise ValueError(f"{what} assumes componentwise activations, but this model has block "
+                         f"activation(s) {names}; bound it with certify(..., method='interval')")
+
+
 def require_pf_below_one(A) -> float:
     """An upper bound of λ_pf(|A|) below 1 (‖A‖_∞ when that is < 1, else λ_pf itself), or a
     ValueError when λ_pf(|A|) ≥ 1 (the bounds of §4 need (I − |A|)⁻¹ ≥ 0)."""
@@ -122,6 +131,7 @@ def sensitivity_matrix(model) -> np.ndarray:
     Solves with |B| (p right-hand sides) or with |C|ᵀ against (I − |A|ᵀ) (q of them), whichever
     is fewer; the result is a verified upper bound of the exact S.
     """
+    require_componentwise(model, "the sensitivity matrix")
     require_pf_below_one(model.A)
     absA, absB, absC = absolute(model.A), absolute(model.B), absolute(model.C)
     if model.n_inputs <= model.n_outputs:
@@ -137,6 +147,7 @@ def state_bounds(model, sigma_u) -> np.ndarray:
 
     sigma_u: scalar, (p,) or (m, p) (one box per sample); returns (n,) or (m, n).
     """
+    require_componentwise(model, "the state bounds")
     require_pf_below_one(model.A)
     s = _check_sigma(sigma_u, model.n_inputs)
     rhs = _matmul(absolute(model.B), np.atleast_2d(s).T)
@@ -151,6 +162,7 @@ def residual_widening(model, r) -> np.ndarray:
 
     r: scalar (returns (n,)) or (m,) per-sample residuals (returns (m, n)).
     """
+    require_componentwise(model, "the residual widening")
     require_pf_below_one(model.A)
     r = np.asarray(r, dtype=float)
     if r.ndim > 1 or not np.all(np.isfinite(r) & (r >= 0)):
@@ -193,6 +205,7 @@ def _top_k_row_sums(M, k: int, chunk_entries: int = 1 << 22) -> np.ndarray:
 def sparse_perturbation_bound(model, k: int, sigma_u) -> SparseBound:
     """Bound on ‖x − x₀‖_∞ for inputs differing from u₀ in at most k entries, |u − u₀| ≤ σ_u
     (§4.4); the componentwise form (valid when λ_pf(|A|) < 1) is what rescalings can reach."""
+    require_componentwise(model, "the sparse-perturbation bound")
     p = model.n_inputs
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= p:
         raise ValueError(f"k (number of perturbed inputs) must be an integer in 1..{p}, got {k!r}")
@@ -247,6 +260,7 @@ def lipschitz_bound(model) -> LipschitzBound:
     an upper bound of ‖S‖_∞ (S does not change under the scaling), so it is valid for every
     CONE φ — positive homogeneity is only needed for the rescaled *model* to predict the same.
     """
+    require_componentwise(model, "the Lipschitz bound")
     require_pf_below_one(model.A)
     lam = pf_eigenvalue(model.A)
     absA = absolute(model.A)

@@ -1,18 +1,22 @@
-"""Certified output and margin bounds on an ℓ∞ ball of inputs (paper §4, DESIGN §7).
+"""Certified output and margin bounds on an ℓ∞ ball of inputs (paper §4), and exact verification.
 
 Only inputs are perturbed (biases never): sample i ranges over the box
-[max(u_i − ε, lo), min(u_i + ε, hi)]. Methods, loosest to tightest:
+[max(u_i − ε, lo), min(u_i + ε, hi)] (ε and the domain (lo, hi) scalars or per feature). Methods,
+loosest to tightest:
 - "box": Thm 4.1 around the equilibrium at the box centre, x ∈ x̂ ± (I − |A|)⁻¹(|B|h + r𝟙)
   (h the box half-width, r the equilibrium residual, so the box also covers solver error);
 - "interval": that box refined by the interval extension of x ↦ φ(Ax + Bu + b_x) (φ monotone),
   intersected at every step, until it stops changing — sound at every step;
-- "lp": Thm 4.5, the margin minimised over an LP relaxation (z = Ax + Bu + b_x, the interval
-  boxes of u, x, z, and for relu / leaky_relu / identity states x ≥ z, x ≥ αz and the upper
-  chord; other activations keep the interval box only). The certificate is the Lagrangian
-  evaluated at the solver's multipliers and minimised in closed form over the boxes (weak
-  duality), so it is valid even if the solver stopped early; it is max'ed with "interval".
-Margins ŷ_y − ŷ_j are bounded directly ((e_y − e_j)ᵀC, (e_y − e_j)ᵀD folded in first). All
-floating-point steps round outward (dot products via the γ_k error bound, then np.nextafter).
+- "linear": linear bound propagation through the fixed point (CROWN generalized, `linear.py`)
+  on the interval boxes, with every pre-activation bound tightened the same way;
+- "linear_alpha": "linear" with the lower slopes of the unstable states optimized per margin;
+- "lp": Thm 4.5, the margin minimised over the LP relaxation on the tightened boxes, certified by
+  the dual function at the solver's multipliers (weak duality; `lp.py`), max'ed with "linear";
+- "exact": ReLU-type models only, the mixed-integer program on the tightened boxes (`exact.py`):
+  each sample ends certified, falsified (a checked counterexample) or unknown (time limit).
+Margins ŷ_y − ŷ_j are bounded directly ((e_y − e_j)ᵀC, (e_y − e_j)ᵀD folded in first); a model
+with one output (a logit: class 1 iff ŷ > 0) has the single margin (2y − 1)ŷ. All floating-point
+steps round outward (dot products via the γ_k error bound, then np.nextafter).
 """
 
 from __future__ import annotations
@@ -25,66 +29,113 @@ import scipy.sparse as sp
 
 from ..equilibrium import input_term
 from ..numerics import times_transpose
-from .bounds import UNIT_ROUNDOFF, absolute, dense, gamma, require_pf_below_one, resolvent_upper
+from . import exact, linear
+from .bounds import absolute, dense, gamma, require_pf_below_one, resolvent_upper
+from .lp import LPSolver
 
-__all__ = ["METHODS", "CertifyResult", "certify", "input_box", "margin_lower_bounds", "output_bounds"]
+__all__ = ["METHODS", "CertifyResult", "certify", "input_box", "margin_lower_bounds", "margin_rows",
+           "output_bounds"]
 
-METHODS = ("box", "interval", "lp")
+METHODS = ("box", "interval", "linear", "linear_alpha", "lp", "exact")
+DECIDING = ("exact",)  # methods that also look for counterexamples
 EQ_TOL = 1e-12  # equilibrium tolerance of the starting points (the residual is accounted for)
 INTERVAL_TOL = 1e-12  # the interval iteration stops when no bound moves by more than this
 INTERVAL_MAX_ITER = 1000
-_CHORD_ACTIVATIONS = ("relu", "leaky_relu", "identity")  # convex piecewise linear: LP relaxation
+TIME_LIMIT = 60.0  # seconds per sample and ε for "exact"
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def _check_method(method: str) -> str:
+def _check_method(method: str, model) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown certification method {method!r}; choose one of {METHODS}")
+    if method not in ("box", "interval") and not model.activation.componentwise:
+        raise ValueError(f"method {method!r} relaxes componentwise activations; this model has "
+                         "block activations (max-pooling, softmax, gates): use method 'interval'")
+    if method == "exact":
+        exact.check_model(model)
     return method
 
 
-def _check_eps(eps) -> float:
+def _check_eps(eps, p: int | None = None):
+    """ε as a float, or a (p,) array of per-feature radii; finite and ≥ 0."""
     try:
-        e = float(eps)
+        e = np.asarray(eps, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number ≥ 0 (ℓ∞ radius), got {eps!r}") from None
-    if not (np.isfinite(e) and e >= 0):
-        raise ValueError(f"eps must be a finite number ≥ 0 (ℓ∞ radius), got {eps!r}")
-    return e
+        raise ValueError(f"eps must be a number ≥ 0 (ℓ∞ radius) or one per feature, got {eps!r}") from None
+    if e.ndim > 1 or (e.ndim == 1 and p is not None and e.shape != (p,)):
+        raise ValueError(f"eps must be a scalar or one radius per input feature (shape ({p},)), got shape {e.shape}")
+    if not np.all(np.isfinite(e) & (e >= 0)):
+        raise ValueError(f"eps must be finite and ≥ 0 (ℓ∞ radius), got {eps!r}")
+    return float(e) if e.ndim == 0 else e
 
 
 def check_labels(y, m: int, q: int) -> np.ndarray:
+    """Labels as class indices 0..q−1 (0 or 1 for a one-output model)."""
     y = np.asarray(y)
     if y.shape != (m,):
         raise ValueError(f"labels y must be {m} class indices (shape ({m},)), got shape {y.shape}")
     if y.size and not (np.issubdtype(y.dtype, np.number) and np.all(y == np.round(y))):
         raise ValueError(f"labels y must be integer class indices, got {y[:5]!r}…")
     y = y.astype(int)
-    if y.size and (y.min() < 0 or y.max() >= q):
-        raise ValueError(f"labels y must be class indices in 0..{q - 1}, got range {y.min()}..{y.max()}")
+    classes = max(q, 2)
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        one = " (one output: class 1 iff ŷ > 0)" if q == 1 else ""
+        raise ValueError(f"labels y must be class indices in 0..{classes - 1}{one}, got range {y.min()}..{y.max()}")
     return y
 
 
+def _check_domain(domain, p: int):
+    """(lo, hi) as (p,) arrays (±inf allowed) with lo < hi, from scalars or per-feature arrays."""
+    try:
+        lo, hi = (np.broadcast_to(np.asarray(v, dtype=float), (p,)) for v in domain)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"domain must be a pair (lo, hi) of numbers or of ({p},) arrays, got {domain!r}") from None
+    if np.any(np.isnan(lo) | np.isnan(hi)) or not np.all(lo < hi):
+        raise ValueError(f"domain (lo, hi) needs lo < hi for every feature, got {domain!r}")
+    return lo, hi
+
+
 def input_box(U: np.ndarray, eps, domain=None) -> tuple[np.ndarray, np.ndarray]:
-    """[max(U − ε, lo), min(U + ε, hi)] per sample, rounded outward; U must lie in the domain."""
-    e = _check_eps(eps)
-    lo, hi = np.nextafter(U - e, -np.inf), np.nextafter(U + e, np.inf)
-    if e == 0:
-        lo, hi = U.copy(), U.copy()
+    """[max(U − ε, lo), min(U + ε, hi)] per sample, rounded outward; ε a scalar or one radius per
+    feature, domain None or (lo, hi) scalars or (p,) arrays (±inf for an unbounded side); U must
+    lie in the domain."""
+    U = np.asarray(U, dtype=float)
+    e = _check_eps(eps, U.shape[-1])
+    lo = np.where(e > 0, np.nextafter(U - e, -np.inf), U)
+    hi = np.where(e > 0, np.nextafter(U + e, np.inf), U)
     if domain is not None:
-        try:
-            d_lo, d_hi = (float(v) for v in domain)
-        except (TypeError, ValueError):
-            raise ValueError(f"domain must be a pair (lo, hi), got {domain!r}") from None
-        if not d_lo < d_hi:
-            raise ValueError(f"domain (lo, hi) needs lo < hi, got {domain!r}")
-        if U.size and (U.min() < d_lo or U.max() > d_hi):
-            raise ValueError(
-                f"inputs range over [{U.min():.6g}, {U.max():.6g}], outside the domain "
-                f"{(d_lo, d_hi)}: give the domain in the model's input units, or domain=None"
-            )
+        d_lo, d_hi = _check_domain(domain, U.shape[-1])
+        _require_inside(U, d_lo, d_hi, domain)
         lo, hi = np.maximum(lo, d_lo), np.minimum(hi, d_hi)
     return lo, hi
+
+
+def _inner_box(U: np.ndarray, eps, domain=None) -> tuple[np.ndarray, np.ndarray]:
+    """A box inside the ℓ∞ ball ∩ domain (ends rounded inward): where counterexamples live."""
+    U = np.asarray(U, dtype=float)
+    e = _check_eps(eps, U.shape[-1])
+    lo = np.minimum(np.nextafter(np.nextafter(U - e, np.inf), np.inf), U)
+    hi = np.maximum(np.nextafter(np.nextafter(U + e, -np.inf), -np.inf), U)
+    if domain is not None:
+        d_lo, d_hi = _check_domain(domain, U.shape[-1])
+        _require_inside(U, d_lo, d_hi, domain)
+        lo, hi = np.maximum(lo, d_lo), np.minimum(hi, d_hi)
+    return lo, hi
+
+
+def _require_inside(U, d_lo, d_hi, domain) -> None:
+    if U.size and (np.any(U < d_lo) or np.any(U > d_hi)):
+        raise ValueError(
+            f"inputs range over [{U.min():.6g}, {U.max():.6g}], outside the domain "
+            f"{_domain_repr(domain)}: give the domain in the model's input units, or domain=None"
+        )
+
+
+def _domain_repr(domain):
+    if domain is None:
+        return None
+    return tuple(float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=float).tolist() for v in domain)
 
 
 # ---- boxes --------------------------------------------------------------------------------------
@@ -98,6 +149,11 @@ class _Boxes:
     xu: np.ndarray
     zl: np.ndarray | None = None
     zu: np.ndarray | None = None
+
+    def rows(self, index) -> _Boxes:
+        """A copy of the boxes of some samples."""
+        return _Boxes(*(None if v is None else np.array(v[index]) for v in
+                        (self.ul, self.uu, self.xl, self.xu, self.zl, self.zu)))
 
 
 def _mid_rad(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,15 +175,20 @@ def _residuals(model, U: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.nextafter((np.abs(X - PZ) + err).max(axis=1, initial=0.0), np.inf)
 
 
-def _start_boxes(model, ul: np.ndarray, uu: np.ndarray) -> _Boxes:
-    """Thm 4.1 box around the equilibrium at the centre of each input box, widened by the
-    equilibrium residual: x ∈ x̂ ± (I − J|A|)⁻¹(J|B|h + r𝟙) — one verified solve for both
-    (J = I unless block activations couple states: see ActivationMap.majorant)."""
-    # |φ(z) − φ(z')| ≤ J|z − z'| (J = I for CONE states; block activations mix their block)
+def _start_boxes(model, ul: np.ndarray, uu: np.ndarray, centre=None, X=None) -> _Boxes:
+    """Thm 4.1 box around the equilibrium x̂ at a centre of each input box (its midpoint, or the
+    given centre with its equilibrium X), widened by the equilibrium residual:
+    x ∈ x̂ ± (I − J|A|)⁻¹(J|B|h + r𝟙), h the largest distance from the centre to the box — one
+    verified solve for all samples. J = I for componentwise activations; a block activation
+    mixes its block (|φ(z) − φ(z')| ≤ J|z − z'|, see ActivationMap.majorant)."""
     absA, absB = (model.activation.majorant(absolute(M)) for M in (model.A, model.B))
     require_pf_below_one(absA)
-    centre, h = _mid_rad(ul, uu)
-    X, _ = model.equilibrium(centre, return_info=True, tol=EQ_TOL, raise_on_failure=False)
+    if centre is None:
+        centre, h = _mid_rad(ul, uu)
+    else:
+        h = np.nextafter(np.maximum(centre - ul, uu - centre), np.inf)
+    if X is None:
+        X, _ = model.equilibrium(centre, return_info=True, tol=EQ_TOL, raise_on_failure=False)
     r = _residuals(model, centre, X)
     rhs = np.asarray(absB @ h.T) * (1.0 + gamma(model.n_inputs + 1)) + r[None, :]
     rad = np.nextafter(resolvent_upper(absA, np.nextafter(rhs, np.inf)).T, np.inf)
@@ -160,12 +221,6 @@ def _affine_interval(parts, lo: np.ndarray, hi: np.ndarray):
     return low - err, up + err
 
 
-def _activation_interval(model, zl: np.ndarray, zu: np.ndarray):
-    """Sound bounds of φ(z) over the box [zl, zu], each activation by its own rule and rounded
-    outward: [φ(zl), φ(zu)] for a monotone scalar φ, the window maxima for max-pooling, …"""
-    return model.activation.interval(zl, zu)
-
-
 def _z_interval(splits, input_part, xl, xu):
     al, au = _affine_interval(splits.A, xl, xu)
     return np.nextafter(al + input_part[0], -np.inf), np.nextafter(au + input_part[1], np.inf)
@@ -173,14 +228,15 @@ def _z_interval(splits, input_part, xl, xu):
 
 def _refine(model, boxes: _Boxes, tol: float = INTERVAL_TOL, max_iter: int = INTERVAL_MAX_ITER):
     """Interval iteration X ← X ∩ φ(AX + BU + b_x) from the start box until no bound moves by
-    more than tol; sets the final z box too. Sound at every step (DESIGN §7)."""
+    more than tol; sets the final z box too. Sound at every step (any box containing the
+    equilibrium stays containing it under the interval extension)."""
     splits = _Splits(model)
     kl, ku = _affine_interval(splits.B, boxes.ul, boxes.uu)
     input_part = (np.nextafter(kl + model.b_x, -np.inf), np.nextafter(ku + model.b_x, np.inf))
     xl, xu = boxes.xl, boxes.xu
     for _ in range(max_iter):
         zl, zu = _z_interval(splits, input_part, xl, xu)
-        nl, nu = _activation_interval(model, zl, zu)
+        nl, nu = linear.state_interval(model, zl, zu)
         nl, nu = np.maximum(xl, nl), np.minimum(xu, nu)
         change = max(np.max(nl - xl, initial=0.0), np.max(xu - nu, initial=0.0))
         xl, xu = nl, nu
@@ -197,191 +253,189 @@ def _boxes(model, U, eps, method: str, domain) -> _Boxes:
     return boxes if method == "box" else _refine(model, boxes)
 
 
-# ---- linear objectives over boxes ---------------------------------------------------------------
-def _objective_bounds(Gx, Gu, gb, boxes: _Boxes, rows=slice(None)):
-    """Lower and upper bounds (m, J) of Gx x + Gu u + gb over the boxes, rounded outward."""
-    xm, xr = _mid_rad(boxes.xl[rows], boxes.xu[rows])
-    um, ur = _mid_rad(boxes.ul[rows], boxes.uu[rows])
-    aGx, aGu = np.abs(Gx), np.abs(Gu)
-    val = xm @ Gx.T + um @ Gu.T + gb
-    spread = xr @ aGx.T + ur @ aGu.T
-    err = gamma(Gx.shape[1] + Gu.shape[1] + 6) * (np.abs(xm) @ aGx.T + np.abs(um) @ aGu.T + np.abs(gb) + spread)
-    return np.nextafter(val - spread - err, -np.inf), np.nextafter(val + spread + err, np.inf)
+def _boxes_per_eps(model, U, radii, method: str, domain, X) -> list[_Boxes]:
+    """The boxes of every radius at once (one verified solve, one interval iteration over all
+    samples × radii), split per radius; refined boxes start around the samples U with their
+    equilibria X (the refinement forgets its start), "box" around each clipped box's midpoint."""
+    m, k = U.shape[0], len(radii)
+    boxes = [input_box(U, e, domain) for e in radii]
+    lo, hi = np.concatenate([b[0] for b in boxes]), np.concatenate([b[1] for b in boxes])
+    if method == "box":  # no refinement: start from the tighter box around each clipped box's midpoint
+        stacked = _start_boxes(model, lo, hi)
+    else:
+        stacked = _refine(model, _start_boxes(model, lo, hi, np.tile(U, (k, 1)), np.tile(X, (k, 1))))
+    return [stacked.rows(slice(j * m, (j + 1) * m)) for j in range(k)]
 
 
-def _margin_objective(model, c: int):
-    """(e_c − e_j)ᵀ(C, D, b_y) for every class j: rows Gx (q, n), Gu (q, p), gb (q,)."""
-    C, D = dense(model.C), dense(model.D)
-    return C[c] - C, D[c] - D, model.b_y[c] - model.b_y
+# ---- margins as linear objectives ---------------------------------------------------------------
+def margin_rows(model, y: np.ndarray):
+    """The margins of each sample as objectives Gx x + Gu u + gb: (Gx (m, J, n), Gu (m, J, p),
+    gb (m, J), skip (m, J)). q ≥ 2: J = q, row j is ŷ_y − ŷ_j, skip marks j = y; one output
+    (class 1 iff ŷ > 0): J = 1, the margin (2y − 1)ŷ."""
+    C, D, m = dense(model.C), dense(model.D), y.size
+    if model.n_outputs == 1:
+        s = (2.0 * y - 1.0)[:, None]
+        return s[:, :, None] * C[None], s[:, :, None] * D[None], s * model.b_y, np.zeros((m, 1), dtype=bool)
+    skip = np.zeros((m, model.n_outputs), dtype=bool)
+    skip[np.arange(m), y] = True
+    return C[y][:, None, :] - C[None], D[y][:, None, :] - D[None], model.b_y[y][:, None] - model.b_y[None], skip
 
 
-def _box_margins(model, y: np.ndarray, boxes: _Boxes) -> np.ndarray:
-    """Lower bounds of ŷ_y − ŷ_j (m, q) from the boxes; +inf at j = y."""
-    out = np.empty((y.size, model.n_outputs))
-    for c in np.unique(y):
-        rows = np.flatnonzero(y == c)
-        out[rows] = _objective_bounds(*_margin_objective(model, c), boxes, rows)[0]
-        out[rows, c] = np.inf
+def _clean_margins(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Margins (m, J) of the clean outputs, +inf at the skipped entries (see `margin_rows`)."""
+    m = y.size
+    if logits.shape[1] == 1:
+        return (2.0 * y - 1.0)[:, None] * logits
+    out = logits[np.arange(m), y][:, None] - logits
+    out[np.arange(m), y] = np.inf
     return out
 
 
-# ---- LP relaxation (Thm 4.5) -----------------------------------------------------------------------
-class _LinearRelaxation:
-    """min gxᵀx + guᵀu over u, x, z in their boxes, z = Ax + Bu + b_x and, for the chord states
-    P, x ≥ z, x ≥ αz, x ≤ s∘z + c: one parametrized cvxpy problem per model, reused for every
-    sample and objective. `lower_bound` returns the weak-duality certificate, not the optimum."""
+def _objective_bounds(Gx, Gu, gb, boxes: _Boxes):
+    """Lower and upper bounds (m, J) of Gx x + Gu u + gb over the boxes, rounded outward; the
+    rows are shared ((J, ·)) or per sample ((m, J, ·))."""
+    xm, xr = _mid_rad(boxes.xl, boxes.xu)
+    um, ur = _mid_rad(boxes.ul, boxes.uu)
 
-    def __init__(self, model, solver: str = "HIGHS"):
-        import cvxpy as cp
+    def apply(v, G):  # rows of v against the objective rows of G
+        return v @ G.T if G.ndim == 2 else np.matmul(G, v[:, :, None])[:, :, 0]
 
-        self.model, self.solver = model, solver
-        n, p = model.n_states, model.n_inputs
-        P, alpha = [], []
-        for act, a, b in model.activation.blocks:
-            if act.name in _CHORD_ACTIVATIONS:
-                P.extend(range(a, b))
-                alpha.extend([act.alpha if act.name == "leaky_relu" else float(act.name == "identity")] * (b - a))
-        self.P, self.alpha = np.array(P, dtype=int), np.array(alpha)
-        self.x, self.z, self.u = cp.Variable(n), cp.Variable(n), cp.Variable(p)
-        names = ("xl", "xu", "zl", "zu")
-        self.par = {k: cp.Parameter(n) for k in names}
-        self.par.update(ul=cp.Parameter(p), uu=cp.Parameter(p), gx=cp.Parameter(n), gu=cp.Parameter(p))
-        if len(P):
-            self.par.update(s=cp.Parameter(len(P)), c=cp.Parameter(len(P)))
-        x, z, u, par = self.x, self.z, self.u, self.par
-        self.eq = z == cp.Constant(model.A) @ x + cp.Constant(model.B) @ u + model.b_x
-        cons = [self.eq, x >= par["xl"], x <= par["xu"], z >= par["zl"], z <= par["zu"],
-                u >= par["ul"], u <= par["uu"]]
-        self.relax = []
-        if len(P):
-            zP, xP = z[self.P], x[self.P]
-            self.relax = [zP - xP <= 0, cp.multiply(self.alpha, zP) - xP <= 0,
-                          xP - cp.multiply(par["s"], zP) - par["c"] <= 0]
-        self.problem = cp.Problem(cp.Minimize(par["gx"] @ x + par["gu"] @ u), cons + self.relax)
-        self.absA, self.absB = absolute(model.A), absolute(model.B)
-        self._solver_error = cp.SolverError
-
-    def set_sample(self, boxes: _Boxes, i: int) -> None:
-        """Load sample i's boxes and the upper chords of its chord states. The solver sees them
-        with magnitudes below 1e-12 flushed to 0 (subnormals upset HiGHS); the certificate uses
-        the exact, sound values — any multipliers give a valid bound."""
-        self.sample = {k: getattr(boxes, k)[i] for k in ("xl", "xu", "zl", "zu", "ul", "uu")}
-        self.chord = (np.zeros(0), np.zeros(0))
-        if self.P.size:
-            zl, zu = self.sample["zl"][self.P], self.sample["zu"][self.P]
-            phl = self.model.activation.value(self.sample["zl"])[self.P]
-            phu = self.model.activation.value(self.sample["zu"])[self.P]
-            width = zu - zl
-            s = np.where(width > 0, (phu - phl) / np.where(width > 0, width, 1.0), 0.0)
-            c = np.maximum(phl - s * zl, phu - s * zu)  # the line lies above φ at both ends
-            c += 8 * UNIT_ROUNDOFF * (np.abs(phl) + np.abs(phu) + np.abs(s * zl) + np.abs(s * zu))
-            self.chord = (s, c)
-            self.par["s"].value, self.par["c"].value = _flush(s), _flush(c)
-        for k, v in self.sample.items():
-            self.par[k].value = _flush(v)
-
-    def lower_bound(self, gx: np.ndarray, gu: np.ndarray, gb: float) -> float:
-        """A certified lower bound of min gxᵀx + guᵀu + gb over the relaxation: the certificate
-        at the multipliers of the first solver (self.solver, then Clarabel) that returns them;
-        −inf if none does."""
-        self.par["gx"].value, self.par["gu"].value = gx, gu
-        for solver in dict.fromkeys((self.solver, "CLARABEL")):
-            try:
-                self.problem.solve(solver=solver)
-            except (self._solver_error, ValueError):  # e.g. HiGHS status UNKNOWN
-                continue
-            nu = self.eq.dual_value
-            if nu is not None and all(c.dual_value is not None for c in self.relax):
-                mu = [np.asarray(c.dual_value, dtype=float) for c in self.relax] or [np.zeros(0)] * 3
-                return self.certificate(gx, gu, gb, np.asarray(nu, dtype=float), mu)
-        return -np.inf
-
-    def certificate(self, gx, gu, gb, nu, mu) -> float:
-        """Dual function at (ν, max(μ, 0)): the Lagrangian minimised over the boxes of x, z, u —
-        a lower bound of the relaxation's minimum for ANY multipliers (weak duality)."""
-        model, smp, n = self.model, self.sample, self.model.n_states
-        mu = [np.maximum(v, 0.0) for v in mu]
-        s, c = self.chord
-        tx, tz, mag_x, mag_z = (np.zeros(n) for _ in range(4))
-        np.add.at(tx, self.P, -mu[0] - mu[1] + mu[2])
-        np.add.at(tz, self.P, mu[0] + self.alpha * mu[1] - s * mu[2])
-        np.add.at(mag_x, self.P, mu[0] + mu[1] + mu[2])
-        np.add.at(mag_z, self.P, mu[0] + self.alpha * mu[1] + np.abs(s) * mu[2])
-        ax = np.abs(nu)
-        coef_x = gx - np.asarray(model.A.T @ nu) + tx
-        coef_z = nu + tz
-        coef_u = gu - np.asarray(model.B.T @ nu)
-        const = gb - nu @ model.b_x - mu[2] @ c
-        value = const
-        magnitude = abs(gb) + ax @ np.abs(model.b_x) + mu[2] @ np.abs(c)
-        for coef, cmag, lo, hi in (
-            (coef_x, np.abs(gx) + np.asarray(self.absA.T @ ax) + mag_x, smp["xl"], smp["xu"]),
-            (coef_z, ax + mag_z, smp["zl"], smp["zu"]),
-            (coef_u, np.abs(gu) + np.asarray(self.absB.T @ ax), smp["ul"], smp["uu"]),
-        ):
-            value += np.minimum(coef * lo, coef * hi).sum()
-            magnitude += cmag @ np.maximum(np.abs(lo), np.abs(hi))
-        err = gamma(2 * n + model.n_inputs + 16) * magnitude
-        return float(np.nextafter(value - err, -np.inf))
+    aGx, aGu = np.abs(Gx), np.abs(Gu)
+    val = apply(xm, Gx) + apply(um, Gu) + gb
+    spread = apply(xr, aGx) + apply(ur, aGu)
+    err = gamma(Gx.shape[-1] + Gu.shape[-1] + 6) * (apply(np.abs(xm), aGx) + apply(np.abs(um), aGu)
+                                                   + np.abs(gb) + spread)
+    return np.nextafter(val - spread - err, -np.inf), np.nextafter(val + spread + err, np.inf)
 
 
-def _flush(v: np.ndarray) -> np.ndarray:
-    return np.where(np.abs(v) < 1e-12, 0.0, v)
+def _with_skip(lower: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    return np.where(skip, np.inf, lower)
 
 
-def _lp_margins(model, y, boxes: _Boxes, lower: np.ndarray, solver: str, early_stop: bool) -> np.ndarray:
-    """Raise the margin lower bounds (m, q) by the LP certificate where they are ≤ 0 (or all,
-    without early_stop); with early_stop a sample is abandoned at its first failed margin."""
-    lp = _LinearRelaxation(model, solver)
+# ---- margin bounds per method ---------------------------------------------------------------------
+def _undecided(lower: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(lower.min(axis=1, initial=np.inf) <= 0)
+
+
+def _margin_bounds(model, y, boxes: _Boxes, method: str, early_stop: bool):
+    """Lower bounds (m, J) of the margins and the boxes they used (tightened for linear-type
+    methods). With early_stop the stronger methods only run on samples not yet certified."""
+    Gx, Gu, gb, skip = rows = margin_rows(model, y)
+    lower = _with_skip(_objective_bounds(Gx, Gu, gb, boxes)[0], skip)
+    if method in ("box", "interval"):
+        return lower, boxes, rows
+    todo = _undecided(lower) if early_stop else np.arange(y.size)
+    tight = boxes.rows(slice(None))
+    if todo.size:
+        part = (Gx[todo], Gu[todo], gb[todo])
+        sub = linear.tighten(model, boxes.rows(todo), goal=_goal(model, part, skip[todo]) if early_stop else None)
+        for k in ("zl", "zu", "xl", "xu"):
+            getattr(tight, k)[todo] = getattr(sub, k)
+        lower[todo] = np.maximum(lower[todo], _with_skip(linear.linear_lower_bounds(model, sub, *part), skip[todo]))
+        if method == "linear_alpha":
+            todo = _undecided(lower) if early_stop else todo
+            sub = tight.rows(todo)
+            const = np.where(skip[todo], 1.0, gb[todo])  # skipped rows: the constant 1, never in the way
+            opt = linear.optimize_slopes(model, sub, Gx[todo], Gu[todo], const, target=0.0 if early_stop else None)
+            lower[todo] = np.maximum(lower[todo], _with_skip(opt, skip[todo]))
+    if method == "lp":
+        lower = _lp_margins(model, rows, tight, lower, early_stop)
+    return lower, tight, rows
+
+
+def _goal(model, rows, skip):
+    """The smallest margin lower bound of some samples, from their current boxes."""
+    return lambda boxes, index: _with_skip(linear.linear_lower_bounds(
+        model, boxes, *(r[index] for r in rows)), skip[index]).min(axis=1, initial=np.inf)
+
+
+def _lp_margins(model, rows, boxes: _Boxes, lower: np.ndarray, early_stop: bool) -> np.ndarray:
+    """Raise the margin lower bounds (m, J) by the LP certificate (where they are ≤ 0 with
+    early_stop: a sample is then abandoned at its first margin the LP cannot certify)."""
+    Gx, Gu, gb, _ = rows
     out = lower.copy()
-    for i in range(y.size):
+    for i in range(out.shape[0]):
         todo = np.flatnonzero((out[i] <= 0) if early_stop else np.isfinite(out[i]))
         if not todo.size:
             continue
-        lp.set_sample(boxes, i)
-        Gx, Gu, gb = _margin_objective(model, y[i])
+        lp = LPSolver(model, boxes, i)
         for j in todo:
-            out[i, j] = max(out[i, j], lp.lower_bound(Gx[j], Gu[j], gb[j]))
+            out[i, j] = max(out[i, j], lp.lower_bound(Gx[i, j], Gu[i, j], gb[i, j]))
             if early_stop and out[i, j] <= 0:
                 break
     return out
 
 
 # ---- public API -----------------------------------------------------------------------------------
-def output_bounds(model, U, eps, method: str = "interval", domain=None, solver: str = "HIGHS"):
-    """Certified (lower, upper) bounds (m, q) of ŷ over the ℓ∞ ball of radius eps around each
-    row of U (clipped to domain=(lo, hi) if given); method "box", "interval" or "lp"."""
-    _check_method(method)
+def output_bounds(model, U, eps, method: str = "linear", domain=None, solver: str = "HIGHS"):
+    """Certified (lower, upper) bounds (m, q) of ŷ over the ℓ∞ ball of radius eps (scalar or one
+    per feature) around each row of U, clipped to domain=(lo, hi) if given. For "exact", the
+    proven bounds of the mixed-integer programs (time limit TIME_LIMIT per output and side)."""
+    _check_method(method, model)
+    _check_solver(solver)
     U = model.check_inputs(U)
-    boxes = _boxes(model, U, eps, method, domain)
-    C, D = dense(model.C), dense(model.D)
-    lower, upper = _objective_bounds(C, D, model.b_y, boxes)
-    if method == "lp":
-        lp = _LinearRelaxation(model, solver)
-        for i in range(U.shape[0]):
-            lp.set_sample(boxes, i)
-            for j in range(model.n_outputs):
-                lower[i, j] = max(lower[i, j], lp.lower_bound(C[j], D[j], model.b_y[j]))
-                upper[i, j] = min(upper[i, j], -lp.lower_bound(-C[j], -D[j], -model.b_y[j]))
-    return lower, upper
+    boxes = _boxes(model, U, eps, "box" if method == "box" else "interval", domain)
+    C, D, b = dense(model.C), dense(model.D), model.b_y
+    lower, upper = _objective_bounds(C, D, b, boxes)
+    if method in ("box", "interval"):
+        return lower, upper
+    boxes = linear.tighten(model, boxes)
+    m, q = lower.shape
+    rows = np.broadcast_to(np.concatenate([C, -C])[None], (m, 2 * q, model.n_states))
+    cols = np.broadcast_to(np.concatenate([D, -D])[None], (m, 2 * q, model.n_inputs))
+    offs = np.broadcast_to(np.concatenate([b, -b])[None], (m, 2 * q))
+    both = linear.linear_lower_bounds(model, boxes, rows, cols, offs)
+    if method == "linear_alpha":
+        both = np.maximum(both, linear.optimize_slopes(model, boxes, rows, cols, offs))
+    for i in range(m) if method in ("lp", "exact") else ():
+        solve = LPSolver(model, boxes, i).lower_bound if method == "lp" else _exact_bound(model, boxes, i)
+        both[i] = np.maximum(both[i], [solve(rows[i, j], cols[i, j], offs[i, j]) for j in range(2 * q)])
+    return np.maximum(lower, both[:, :q]), np.minimum(upper, -both[:, q:])
 
 
-def margin_lower_bounds(model, U, y, eps, method: str = "interval", domain=None, solver: str = "HIGHS"):
-    """Certified lower bounds (m, q) of ŷ_y − ŷ_j over the ℓ∞ ball (entry j = y is +inf)."""
-    _check_method(method)
+def _exact_bound(model, boxes, i: int):
+    return lambda gx, gu, gb: exact.margin_range(model, boxes, i, gx, gu, gb, TIME_LIMIT).lower
+
+
+def _check_solver(solver: str) -> None:
+    if str(solver).upper() != "HIGHS":
+        raise ValueError(f"solver {solver!r} is not supported: the LP and MILP are solved with HiGHS (solver='HIGHS')")
+
+
+def margin_lower_bounds(model, U, y, eps, method: str = "linear", domain=None, solver: str = "HIGHS"):
+    """Certified lower bounds (m, J) of the margins over the ℓ∞ ball: J = q with entry j the
+    bound of ŷ_y − ŷ_j (+inf at j = y), or J = 1 for a one-output model ((2y − 1)ŷ). For "exact",
+    the proven lower bounds of the mixed-integer programs (time limit TIME_LIMIT each)."""
+    _check_method(method, model)
+    _check_solver(solver)
     U = model.check_inputs(U)
     y = check_labels(y, U.shape[0], model.n_outputs)
-    boxes = _boxes(model, U, eps, method, domain)
-    lower = _box_margins(model, y, boxes)
-    return _lp_margins(model, y, boxes, lower, solver, early_stop=False) if method == "lp" else lower
+    boxes = _boxes(model, U, eps, "box" if method == "box" else "interval", domain)
+    lower, tight, (Gx, Gu, gb, skip) = _margin_bounds(model, y, boxes, "lp" if method == "exact" else method,
+                                                      early_stop=False)
+    if method == "exact":
+        for i, j in zip(*np.nonzero(~skip), strict=True):
+            lower[i, j] = max(lower[i, j], _exact_bound(model, tight, i)(Gx[i, j], Gu[i, j], gb[i, j]))
+    return lower
 
 
 @dataclass
 class CertifyResult:
-    """Clean and certified accuracy of a classifier on an ℓ∞ ball (DESIGN §7).
+    """Clean and certified accuracy of a classifier on ℓ∞ balls, per sample and ε.
 
-    certified[i, k]: sample i is certified at eps[k] (every margin lower bound > 0). A sample not
-    certified at some ε is reported uncertified at every larger ε without recomputation.
+    certified[i, k]: sample i is certified at eps[k] (every margin lower bound > 0).
+    status[i, k]: "certified", "falsified" or "unknown". A clean-misclassified sample is
+    "falsified" at every ε for every method (its clean input is a counterexample); only "exact"
+    falsifies clean-correct samples, the bound-only methods leave them "unknown".
+    falsified, unknown: for deciding methods ("exact"), the share of ALL m samples with that
+    status per ε, so certified_accuracy + falsified + unknown = 1; None for bound-only methods.
+    margin_bounds[i, k]: a certified lower bound of sample i's smallest margin at eps[k] (−inf
+    where not computed). counterexamples: for "exact", (m, K, p) inputs inside the ball whose
+    float64 prediction is not the label (NaN where none); None otherwise.
+    A bound-only method reports a sample not certified at some ε as uncertified at every larger ε
+    without recomputation; "exact" keeps deciding unknown samples at larger ε, and a sample
+    falsified at ε stays falsified (same counterexample) at every larger ε.
+    eps_scale: per-feature multipliers of every ε (radius_j = ε·eps_scale_j), or None.
     """
 
     method: str
@@ -396,6 +450,12 @@ class CertifyResult:
     preprocessing: dict
     domain: tuple | None
     seconds: float
+    status: np.ndarray
+    falsified: dict | None
+    unknown: dict | None
+    margin_bounds: np.ndarray
+    counterexamples: np.ndarray | None
+    eps_scale: list | None = None
 
 
 def _eps_units(model) -> tuple[dict, str]:
@@ -405,47 +465,104 @@ def _eps_units(model) -> tuple[dict, str]:
     return prep, describe_units(prep)
 
 
-def certify(model, U, y, eps_list, method: str = "interval", domain=None, solver: str = "HIGHS") -> CertifyResult:
-    """Clean accuracy and certified accuracy for every ε in eps_list. A sample counts as clean-
-    correct only if ŷ_y > ŷ_j for all j ≠ y (a tie is an error), and as certified only if every
-    margin lower bound is > 0. For "lp", LPs run only where the interval bound does not certify."""
+def _check_scale(eps_scale, p: int):
+    if eps_scale is None:
+        return None
+    s = np.asarray(eps_scale, dtype=float)
+    if s.shape != (p,) or not np.all(np.isfinite(s) & (s >= 0)):
+        raise ValueError(f"eps_scale must be {p} finite numbers ≥ 0 (one per input feature), got shape "
+                         f"{s.shape}")
+    return s
+
+
+def _decide(model, y, boxes, lower, rows, inner, time_limit, out, k, later):
+    """Run the exact program on every sample of the batch; write status / bounds / counterexamples
+    into `out` (status, bounds, counter) at column k (falsified also at the columns `later`).
+    Returns the mask of samples still alive (not falsified)."""
+    status, bounds, counter = out
+    alive = np.ones(y.size, dtype=bool)
+    Gx, Gu, gb, _ = rows
+    for t in range(y.size):
+        st, b, u = exact.decide_margins(model, boxes, inner, t, y[t], (Gx[t], Gu[t], gb[t]), lower[t],
+                                        time_limit, _clean_margins)
+        status[t, k], bounds[t, k] = st, b
+        if u is not None:
+            alive[t] = False
+            status[t, later], counter[t, [k, *later]] = "falsified", u
+    return alive
+
+
+def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: str = "HIGHS", *,
+            eps_scale=None, time_limit: float = TIME_LIMIT) -> CertifyResult:
+    """Clean accuracy and certified accuracy for every ε in eps_list (radius ε·eps_scale_j per
+    feature when eps_scale is given). A sample counts as clean-correct only if every margin is
+    > 0 (a tie is an error), and as certified only if every margin lower bound is > 0. The
+    stronger methods run only where the weaker bounds do not certify; "exact" gives each sample
+    at most time_limit seconds per ε."""
     start = time.perf_counter()
-    _check_method(method)
+    _check_method(method, model)
+    _check_solver(solver)
     U = model.check_inputs(U)
-    m, q = U.shape[0], model.n_outputs
-    y = check_labels(y, m, q)
-    eps = tuple(_check_eps(e) for e in np.atleast_1d(eps_list))
+    m, p = U.shape
+    y = check_labels(y, m, model.n_outputs)
+    eps = tuple(_check_eps(e) for e in np.atleast_1d(np.asarray(eps_list, dtype=float)))
     if not eps:
         raise ValueError("eps_list is empty: give at least one radius, e.g. [0.0, 0.01]")
-    logits = model.predict(U, tol=EQ_TOL, raise_on_failure=False)
-    margins = logits[np.arange(m), y][:, None] - logits
-    margins[np.arange(m), y] = np.inf
-    clean_margins = margins.min(axis=1, initial=np.inf)
+    scale = _check_scale(eps_scale, p)
+    radii = [e if scale is None else e * scale for e in eps]
+    X = model.equilibrium(U, tol=EQ_TOL, raise_on_failure=False)
+    logits = model.output(X, U)
+    clean_margins = _clean_margins(logits, y).min(axis=1, initial=np.inf)
     correct = clean_margins > 0
-    certified = np.zeros((m, len(eps)), dtype=bool)
-    alive = correct.copy()
-    for k in np.argsort(eps, kind="stable"):
-        rows = np.flatnonzero(alive)
-        if rows.size:
-            boxes = _boxes(model, U[rows], eps[k], "box" if method == "box" else "interval", domain)
-            lower = _box_margins(model, y[rows], boxes)
-            if method == "lp":
-                lower = _lp_margins(model, y[rows], boxes, lower, solver, early_stop=True)
-            ok = lower.min(axis=1) > 0
-            certified[rows, k] = ok
-            alive[rows] = ok
+    K = len(eps)
+    status = np.where(correct[:, None], "unknown", "falsified").astype("<U9").repeat(K, axis=1)
+    bounds = np.full((m, K), -np.inf)
+    counter = np.full((m, K, p), np.nan) if method in DECIDING else None
+    rows = np.flatnonzero(correct)
+    per_eps = _boxes_per_eps(model, U[rows], radii, method, domain, X[rows]) if rows.size else []
+    alive = np.ones(rows.size, dtype=bool)
+    order = np.argsort(eps, kind="stable")
+    for pos, k in enumerate(order):
+        idx = np.flatnonzero(alive)
+        if not idx.size:
+            break
+        sel = rows[idx]
+        pre = "linear" if method == "exact" else method
+        lower, tight, mrows = _margin_bounds(model, y[sel], per_eps[k].rows(idx), pre, early_stop=True)
+        if method in DECIDING:
+            inner = _inner_box(U[sel], radii[k], domain)
+            out = (status[sel], bounds[sel], counter[sel])
+            alive[idx] = _decide(model, y[sel], tight, lower, mrows, inner, time_limit, out, k,
+                                 list(order[pos + 1:]))
+            status[sel], bounds[sel], counter[sel] = out
+            continue
+        ok = lower.min(axis=1, initial=np.inf) > 0
+        status[sel[ok], k] = "certified"
+        bounds[sel, k] = lower.min(axis=1, initial=np.inf)
+        alive[idx[~ok]] = False
+    certified = status == "certified"
     prep, units = _eps_units(model)
+    share = (lambda s: {e: float((status[:, k] == s).mean()) if m else float("nan")
+                        for k, e in enumerate(eps)}) if method in DECIDING else (lambda s: None)
+    from ..train.objective import predicted_labels
+
     return CertifyResult(
         method=method,
         eps=eps,
         clean_accuracy=float(correct.mean()) if m else float("nan"),
         certified_accuracy={e: float(certified[:, k].mean()) if m else float("nan") for k, e in enumerate(eps)},
         certified=certified,
-        predictions=logits.argmax(axis=1),
+        predictions=predicted_labels(logits),
         correct=correct,
         clean_margins=clean_margins,
         eps_units=units,
         preprocessing=prep,
-        domain=None if domain is None else tuple(float(v) for v in domain),
+        domain=_domain_repr(domain),
         seconds=time.perf_counter() - start,
+        status=status,
+        falsified=share("falsified"),
+        unknown=share("unknown"),
+        margin_bounds=bounds,
+        counterexamples=counter,
+        eps_scale=None if scale is None else scale.tolist(),
     )

@@ -40,7 +40,7 @@ from ..numerics import in_ball, inf_norm
 from ..parallel import Cluster
 from ..partitions import is_partitioned
 from ..robust.training import check_s_bound
-from .driver import FitMethod, FitResult, Step, fit_function
+from .driver import AlternatingMethod, FitResult, Step, fit_function
 from .init import init_model
 from .objective import penalty_value
 from .options import (
@@ -217,22 +217,15 @@ class _Work:
         self.X = X  # the old handles are dropped: their workers free them
 
 
-class AdjointMethod(FitMethod):
+class AdjointMethod(AlternatingMethod):
     """Fit an implicit model by alternating certified convex steps with adjoint state targets."""
 
     name = "adjoint"
     Options = AdjointOptions
     State = AdjointState
 
-    @property
-    def max_steps(self) -> int:
-        return self.opts.max_outer
-
-    @property
-    def penalties(self) -> tuple:
-        return self.opts.lam_l1, self.opts.lam_l2
-
-    def _solver_kw(self) -> dict:
+    def solver_kw(self) -> dict:
+        """The row solvers join the data's cluster when both run on Dask."""
         o = self.opts
         return dict(**self._cluster.row_parallel(o.backend, o.n_jobs, o.address),
                     accept_uncertified=o.accept_uncertified)
@@ -268,13 +261,13 @@ class AdjointMethod(FitMethod):
             (U, Y), X = work.items()[0]
             return output_step(model, X, U, Y, d.loss, include_D=o.include_D, mu=mu,
                                lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.output_tol,
-                               s_bound=o.s_bound, **self._solver_kw())
+                               s_bound=o.s_bound, **self.solver_kw())
         samples = OutputSamples(cluster, cluster.submit(_output_part, feats), work.m)
         W0 = np.column_stack([model.C, model.D]) if o.include_D else np.asarray(model.C, float)
         W, b, info = fit_output_samples(
             samples, d.loss, q=model.n_outputs, d=n_feat, lam_l1=o.lam_l1, lam_l2=o.lam_l2,
             anchor=(W0, model.b_y, mu), tol=o.output_tol, warm_start=(W0, model.b_y),
-            **self._solver_kw())
+            **self.solver_kw())
         n = model.n_states
         changes = {"C": W[:, :n], "b_y": b, **({"D": W[:, n:]} if o.include_D else {})}
         return model.with_weights(**changes), info
@@ -336,7 +329,7 @@ class AdjointMethod(FitMethod):
                          anchor_mu=o.anchor_mu)
         gaps, notes = [], []
         for trial in range(1, MAX_TRIALS + 1):
-            sol = step.solve(eta, tol=o.tol, **self._solver_kw())
+            sol = step.solve(eta, tol=o.tol, **self.solver_kw())
             gaps.append(sol.max_gap)
             notes += uncertified_record("(A, B) rows", sol)
             cand = step.model(model, sol.W)

@@ -100,6 +100,25 @@ class FitMethod:
         return fit(cls, U, Y, **kwargs)
 
 
+class AlternatingMethod(FitMethod):
+    """A method of alternating certified convex steps (adjoint, fenchel): `max_outer` outer
+    iterations, ℓ1/ℓ2 penalties, row problems on `n_jobs` workers, uncertified steps refused
+    unless `accept_uncertified`."""
+
+    @property
+    def max_steps(self) -> int:
+        return self.opts.max_outer
+
+    @property
+    def penalties(self) -> tuple:
+        return self.opts.lam_l1, self.opts.lam_l2
+
+    def solver_kw(self) -> dict:
+        o = self.opts
+        return dict(n_jobs=o.n_jobs, backend=o.backend, address=o.address,
+                    accept_uncertified=o.accept_uncertified)
+
+
 # ---- state checkpoints ---------------------------------------------------------------------------
 def pack_state(state) -> tuple[ImplicitModel, dict, dict, dict]:
     """(model, JSON fields, arrays, other models) of a state dataclass, for RunLog.checkpoint."""
@@ -182,26 +201,39 @@ def drive(method: FitMethod, rng, *, run=None, progress: bool = False) -> FitRes
     state = _restore(method, run, loop) if resumed else method.start(as_generator(rng))
     history = run.history() if resumed else []
     bar = progress_bar(method.max_steps, progress, desc=method.name, initial=loop.start)
-    it = loop.start - 1
-    for it in range(loop.start, method.max_steps):
-        t_it = time.perf_counter()
-        outcome = method.step(state)
-        state, rec = outcome.state, {"iteration": it, **outcome.record}
-        if data.U_val is not None:
-            rec.update(_validate(method, state.model, loop, it))
-        rec["seconds"] = loop.elapsed + time.perf_counter() - t0
-        rec["iteration_seconds"] = time.perf_counter() - t_it
-        history.append(rec)
-        bar.update(rec)
-        stop = outcome.stop or (loop.stopper is not None and loop.stopper.should_stop)
-        stop = stop or it == method.max_steps - 1
-        if run is not None:
-            run.log(rec)
-            if run.due(it, final=stop):
-                _checkpoint(run, it, state, loop, rec["seconds"])
-        if stop:
-            break
-    bar.close()
+    it = logged = saved = loop.start - 1
+    done = None  # (iteration, state, record) of the last completed iteration
+    try:
+        for it in range(loop.start, method.max_steps):
+            t_it = time.perf_counter()
+            outcome = method.step(state)
+            rec = {"iteration": it, **outcome.record}
+            if data.U_val is not None:
+                rec.update(_validate(method, outcome.state.model, loop, it))
+            rec["seconds"] = loop.elapsed + time.perf_counter() - t0
+            rec["iteration_seconds"] = time.perf_counter() - t_it
+            done = (it, outcome.state, rec)
+            state = outcome.state
+            history.append(rec)
+            bar.update(rec)
+            stop = outcome.stop or (loop.stopper is not None and loop.stopper.should_stop)
+            stop = stop or it == method.max_steps - 1
+            if run is not None:
+                run.log(rec)
+                logged = it
+                if run.due(it, final=stop):
+                    _checkpoint(run, it, state, loop, rec["seconds"])
+                    saved = it
+            if stop:
+                break
+    except KeyboardInterrupt:  # keep the last completed iteration: the run resumes from it
+        if run is not None and done is not None and done[0] > saved:
+            if done[0] > logged:
+                run.log(done[2])
+            _checkpoint(run, done[0], done[1], loop, done[2]["seconds"])
+        raise
+    finally:
+        bar.close()
     result = method.finish(state, loop.best if loop.best is not None else state.model)
     result.history = history
     _summarize(result, history, it + 1, loop.elapsed + time.perf_counter() - t0)

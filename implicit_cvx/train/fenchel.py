@@ -33,7 +33,7 @@ from ..convex.solvers import RowProblem, solve_certified, uncertified_record
 from ..model import ImplicitModel
 from ..numerics import inf_norm, pre_activation
 from .adjoint import finish_summary
-from .driver import FitMethod, FitResult, Step, fit_function
+from .driver import AlternatingMethod, FitResult, Step, fit_function
 from .init import init_model
 from .objective import evaluate, evaluate_at, loss_grad, loss_value, penalty_value
 from .options import CertifiedStepOptions, LoopOptions, RowParallelOptions, StateModelOptions
@@ -181,7 +181,7 @@ class FenchelState:
     iteration: int
 
 
-class FenchelMethod(FitMethod):
+class FenchelMethod(AlternatingMethod):
     """Fenchel-lifted block coordinate descent (ReLU only); λ_k = lam·lam_growth^k, rho relative
     to λ. Returns the best TRUE model after an equilibrium re-solve and a certified (C, D) refit."""
 
@@ -189,23 +189,10 @@ class FenchelMethod(FitMethod):
     Options = FenchelOptions
     State = FenchelState
 
-    @property
-    def max_steps(self) -> int:
-        return self.opts.max_outer
-
-    @property
-    def penalties(self) -> tuple:
-        return self.opts.lam_l1, self.opts.lam_l2
-
-    def _solver_kw(self) -> dict:
-        o = self.opts
-        return dict(n_jobs=o.n_jobs, backend=o.backend, address=o.address,
-                    accept_uncertified=o.accept_uncertified)
-
     def _output_step(self, model, X):
         o, d = self.opts, self.data
         return output_step(model, X, d.U, d.Y, d.loss, include_D=o.include_D, mu=o.anchor_mu,
-                           lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.tol, **self._solver_kw())
+                           lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.tol, **self.solver_kw())
 
     def start(self, rng) -> FenchelState:
         o, d = self.opts, self.data
@@ -237,7 +224,7 @@ class FenchelMethod(FitMethod):
         cand, cd = self._output_step(model, X)
         model = self._accept(model, cand, X, lam_k, trace)
         cand, gap_ab, notes = state_weights_step(model, d.U, X, lam_k, o.kappa, self.penalties,
-                                                 o.tol, o.ab_inner, o.anchor_mu, **self._solver_kw())
+                                                 o.tol, o.ab_inner, o.anchor_mu, **self.solver_kw())
         model = self._accept(model, cand, X, lam_k, trace)
         Xn, gap_x = state_step(model, d.U, d.Y, X, d.loss, lam_k, o.rho, o.tol, o.x_iter)
         if self._J(model, Xn, lam_k) <= trace[-1]:

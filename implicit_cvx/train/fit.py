@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import ConfigError, Field, load_yaml, option_specs, validate
 from ..data import load_dataset
+from ..files import OutputDirectory
 from ..numerics import predicted_labels
 from ..report import base_report, model_fields, write_report
 from .init import unfold_saved_init
@@ -98,25 +99,22 @@ def method_options(cfg: dict) -> dict:
     return out
 
 
-def _split(cfg: dict):
-    """(dataset, train (U, y), validation (U, y) or None, test (U, y)) of a config: train and
-    validation inputs in the units models are fitted in, test inputs raw (a saved model's)."""
-    ds = load_dataset(cfg["dataset"]["name"], seed=cfg["seed"], test_size=cfg["dataset"]["test_size"],
-                      label=cfg["dataset"]["label"], path=cfg["dataset"]["path"])
-    U, y = ds.split("train")
+def split_rows(cfg: dict):
+    """The dataset of a config and the row indices of its parts as the fit used them: "train"
+    (after max_train and the validation hold-out), "validation" and "test"."""
+    data = cfg["dataset"]
+    ds = load_dataset(data["name"], seed=cfg["seed"], test_size=data["test_size"], label=data["label"],
+                      path=data["path"])
+    train = ds.train_index
     rng = np.random.default_rng(cfg["seed"])
-    max_train = cfg["dataset"]["max_train"]
-    if max_train is not None and max_train < len(U):
-        keep = np.sort(rng.permutation(len(U))[:max_train])
-        U, y = U[keep], y[keep]
-    val = None
-    frac = cfg["dataset"]["validation_fraction"]
-    if frac > 0:
-        perm = rng.permutation(len(U))
-        nv = max(1, int(round(frac * len(U))))
-        val = (U[perm[:nv]], y[perm[:nv]])
-        U, y = U[perm[nv:]], y[perm[nv:]]
-    return ds, (U, y), val, ds.split("test", raw=True)
+    if data["max_train"] is not None and data["max_train"] < len(train):
+        train = train[np.sort(rng.permutation(len(train))[: data["max_train"]])]
+    validation = train[:0]
+    if data["validation_fraction"] > 0:
+        perm = rng.permutation(len(train))
+        nv = max(1, int(round(data["validation_fraction"] * len(train))))
+        train, validation = train[perm[nv:]], train[perm[:nv]]
+    return ds, {"train": train, "validation": validation, "test": ds.test_index}
 
 
 def test_metrics(model, U, y, task: str) -> dict:
@@ -127,16 +125,29 @@ def test_metrics(model, U, y, task: str) -> dict:
     return {"test_rmse": float(np.sqrt(np.mean((pred.reshape(np.shape(y)) - y) ** 2)))}
 
 
-def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True):
+RUN_ARTIFACTS = ("model.npz", "report.json", "A_sparsity.png", "history.jsonl", "LATEST",
+                 "run.json", "ckpt_*")  # what --overwrite removes from an output directory
+
+
+def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, overwrite=False, progress=True):
     """Fit the model a validated config describes; write model.npz, report.json, A's sparsity plot.
 
-    The report shows the fit's own summary (train metrics, residual, gaps) — nothing is re-solved —
-    plus the test metrics of the saved model."""
+    The output directory is locked while the fit runs; a non-empty one is refused unless
+    `resume` (continue the run in it, with the same config) or `overwrite`. The report shows the
+    fit's own summary (train metrics, residual, gaps) — nothing is re-solved — plus the test
+    metrics of the saved model."""
+    with OutputDirectory(out_dir, fresh=True, resume=resume, overwrite=overwrite,
+                         owned=RUN_ARTIFACTS) as out:
+        return _run_fit(cfg, out.path, config_path, resume, overwrite, progress)
+
+
+def _run_fit(cfg, out: Path, config_path, resume, overwrite, progress):
     t0 = time.perf_counter()
     method = cfg["method"]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ds, (U, y), val, (U_test, y_test) = _split(cfg)
+    ds, rows = split_rows(cfg)
+    U, y = ds.rows(rows["train"])
+    U_val, y_val = ds.rows(rows["validation"]) if rows["validation"].size else (None, None)
+    U_test, y_test = ds.rows(rows["test"], raw=True)
     phases = {"data": time.perf_counter() - t0}
     options = method_options(cfg)
     if method == "sim":
@@ -144,8 +155,7 @@ def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True
     elif "init" in options:
         options["init"] = unfold_saved_init(options["init"], ds.transform)
     run = None if method == "sim" else RunLog(out, checkpoint_every=cfg["run"]["checkpoint_every"],
-                                              resume=resume)
-    U_val, y_val = val if val is not None else (None, None)
+                                              resume=resume, overwrite=overwrite, config=cfg)
     result = get_method(method).fit(U, y, task=ds.task, seed=cfg["seed"], U_val=U_val, Y_val=y_val,
                                     run=run, progress=progress, **options)
     phases["fit"] = time.perf_counter() - t0 - phases["data"]
@@ -161,6 +171,7 @@ def run_fit(cfg: dict, out_dir, *, config_path=None, resume=False, progress=True
     report.update(model_fields(model))
     report.update({k: v for k, v in result.summary.items() if v is not None or k not in report})
     report.update(test_metrics(model, U_test, y_test, ds.task))
+    report["notes"] = run.notes if run is not None else []
     t_plot = time.perf_counter()
     plot_sparsity(model, out / "A_sparsity.png")
     phases["report"] = time.perf_counter() - t_plot

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import sys
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,7 @@ from ..model import ImplicitModel
 
 HISTORY = "history.jsonl"
 LATEST = "LATEST"
+RUN_JSON = "run.json"  # the config a run was started with (checked on resume)
 
 
 def rng_state(rng: np.random.Generator) -> dict:
@@ -54,11 +55,15 @@ class RunLog:
     """History + checkpoints of one run in `out_dir`; `resume=True` loads the latest checkpoint.
 
     After construction with resume=True, `self.resumed` is the Checkpoint (or None when the
-    directory has none) and history.jsonl holds only the records up to its iteration.
-    Without resume, an existing history is discarded (a fresh run).
+    directory has none) and history.jsonl holds only the records up to its iteration. A damaged
+    latest checkpoint falls back to the previous good one (`self.notes` says so). Without
+    resume, a directory that already holds a run is refused unless `overwrite` (then the run's
+    files are removed; nothing else is). `config` (JSON) is recorded in run.json by a fresh run
+    and must equal the recorded one on resume — the differing keys are named otherwise.
     """
 
-    def __init__(self, out_dir, checkpoint_every: int = 1, resume: bool = False, keep: int = 2):
+    def __init__(self, out_dir, checkpoint_every: int = 1, resume: bool = False, keep: int = 2,
+                 overwrite: bool = False, config: dict | None = None):
         if int(checkpoint_every) < 1:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive integer")
         if int(keep) < 1:
@@ -66,13 +71,22 @@ class RunLog:
         self.out_dir = os.fspath(out_dir)
         self.checkpoint_every = int(checkpoint_every)
         self.keep = int(keep)
+        self.notes: list[str] = []
         os.makedirs(self.out_dir, exist_ok=True)
-        self.resumed = self._load_latest() if resume else None
         if resume:
-            last = self.resumed.iteration if self.resumed is not None else -1
-            self._truncate_history(last)
-        else:
-            self._clear()
+            self._check_config(config)
+            self.resumed = self._load_latest()
+            self._truncate_history(self.resumed.iteration if self.resumed is not None else -1)
+            return
+        self.resumed = None
+        if self._run_files() and not overwrite:
+            raise FileExistsError(
+                f"{self.out_dir} already holds a run ({', '.join(self._run_files()[:4])}): pass "
+                "resume=True to continue it, overwrite=True to replace it, or use another directory")
+        self._clear()
+        if config is not None:
+            write_text_atomic(os.path.join(self.out_dir, RUN_JSON),
+                              json.dumps(to_jsonable({"config": config}), indent=2) + "\n")
 
     # ---- history -----------------------------------------------------------------------------
     @property
@@ -95,13 +109,28 @@ class RunLog:
         keep = [r for r in self.history() if r["iteration"] <= last_iteration]
         write_text_atomic(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
 
+    def _run_files(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.out_dir)
+                      if n.startswith(("ckpt_", ".ckpt-")) or n in (HISTORY, LATEST, RUN_JSON))
+
     def _clear(self) -> None:
-        for name in os.listdir(self.out_dir):
+        for name in self._run_files():
             path = os.path.join(self.out_dir, name)
-            if name.startswith("ckpt_") or name.startswith(".ckpt-"):
-                shutil.rmtree(path, ignore_errors=True)
-            elif name in (HISTORY, LATEST):
-                os.remove(path)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+    def _check_config(self, config: dict | None) -> None:
+        """On resume: the run's recorded config must equal `config` (keys named otherwise)."""
+        path = os.path.join(self.out_dir, RUN_JSON)
+        if config is None or not os.path.exists(path):
+            return
+        with open(path) as fh:
+            recorded = json.load(fh)["config"]
+        changed = _differences(recorded, to_jsonable(config))
+        if changed:
+            raise ValueError(
+                f"cannot resume the run in {self.out_dir}: its config differs in "
+                + ", ".join(f"{k} ({a!r} → {b!r})" for k, a, b in changed[:8])
+                + "; resume with the run's own config (and seed), or start a new run elsewhere")
 
     # ---- checkpoints -------------------------------------------------------------------------
     def due(self, iteration: int, final: bool = False) -> bool:
@@ -111,7 +140,8 @@ class RunLog:
     def checkpoint(self, iteration: int, model: ImplicitModel, state: dict | None = None,
                    arrays: dict | None = None, models: dict | None = None) -> str:
         """Write a complete checkpoint atomically; returns its directory."""
-        tmp = tempfile.mkdtemp(dir=self.out_dir, prefix=".ckpt-")
+        tmp = os.path.join(self.out_dir, f".ckpt-{uuid.uuid4().hex[:12]}")
+        os.mkdir(tmp)  # usual permissions (mkdtemp's are 0700); renamed into place when complete
         model.save(os.path.join(tmp, "model.npz"))
         for name, extra in (models or {}).items():
             extra.save(os.path.join(tmp, f"model_{name}.npz"))
@@ -139,12 +169,29 @@ class RunLog:
             shutil.rmtree(os.path.join(self.out_dir, name), ignore_errors=True)
 
     def _load_latest(self) -> Checkpoint | None:
+        """The newest loadable checkpoint (LATEST's first, then older ones), noting each damaged
+        one skipped; None when there is none at all."""
+        names = self._checkpoint_dirs()[::-1]
         pointer = os.path.join(self.out_dir, LATEST)
-        if not os.path.exists(pointer):
-            return None
-        with open(pointer) as fh:
-            path = os.path.join(self.out_dir, fh.read().strip())
-        return load_checkpoint(path)
+        if os.path.exists(pointer):
+            with open(pointer) as fh:
+                first = fh.read().strip()
+            names = [first] + [n for n in names if n != first]
+        damaged = []
+        for name in names:
+            try:
+                ck = load_checkpoint(os.path.join(self.out_dir, name))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                damaged.append(f"{name} ({type(exc).__name__}: {str(exc)[:120]})")
+                continue
+            if damaged:
+                self.notes.append(f"damaged checkpoint(s) {'; '.join(damaged)} skipped; resuming "
+                                  f"from {name} (iteration {ck.iteration})")
+            return ck
+        if damaged:
+            raise ValueError(f"no loadable checkpoint in {self.out_dir}: {'; '.join(damaged)}; "
+                             "start the run again with --overwrite")
+        return None
 
 
 def load_checkpoint(path: str) -> Checkpoint:
@@ -156,6 +203,16 @@ def load_checkpoint(path: str) -> Checkpoint:
     models = {n: ImplicitModel.load(os.path.join(path, f"model_{n}.npz")) for n in meta["models"]}
     return Checkpoint(meta["iteration"], ImplicitModel.load(os.path.join(path, "model.npz")),
                       meta["state"], arrays, models)
+
+
+def _differences(a, b, prefix: str = "") -> list[tuple]:
+    """(dotted key, old, new) for every leaf where two JSON mappings differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if a == b else [(prefix, a, b)]
 
 
 def read_history(path: str) -> list[dict]:

@@ -1,0 +1,7 @@
+"""`python -m implicit_cvx.cli …` runs the command line."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
