@@ -218,3 +218,11 @@ def test_run_options_reach_the_methods_from_a_config():
     assert (opts["data_backend"], opts["workers"], opts["partitions"]) == ("dask", 2, 4)
     with pytest.raises(ConfigError, match="data_backend"):
         fit_sim(np.zeros((4, 2)), teacher=_teacher(), task="regression", data_backend="spark")
+
+
+def test_methods_without_partitions_refuse_partitioned_data():
+    from implicit_cvx.train.gradient import fit_gradient
+
+    parts = partition(np.zeros((6, 2)), np.array([0, 1] * 3), partitions=2)
+    with pytest.raises(ValueError, match="'gradient' needs the samples in memory"):
+        fit_gradient(parts, task="classification")

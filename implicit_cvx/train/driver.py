@@ -272,6 +272,9 @@ def fit(method_cls, U, Y=None, *, task: str, seed=0, U_val=None, Y_val=None, run
     """Validate the options and the data, then drive `method_cls` (a FitMethod subclass)."""
     opts = make_options(method_cls.Options, options, where=f"method {method_cls.name!r}")
     if is_partitioned(U):  # files, shards, a dask array: validated per partition where it loads
+        if not hasattr(opts, "data_backend"):
+            raise ValueError(f"method {method_cls.name!r} needs the samples in memory as arrays; "
+                             "files, shards, dask arrays and Parts are read by sim and adjoint")
         data = FitData(U, Y, check_task(task), getattr(opts, "loss", None) or default_loss(task), 0)
     elif Y is None:
         if method_cls.needs_targets:
