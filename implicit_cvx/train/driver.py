@@ -242,8 +242,7 @@ def drive(method: FitMethod, rng, *, run=None, progress: bool = False) -> FitRes
 
 def _checkpoint(run, iteration: int, state, loop: _Loop, seconds: float) -> None:
     model, values, arrays, models = pack_state(state)
-    loop.elapsed = seconds
-    values["__driver__"] = loop.to_json()
+    values["__driver__"] = {**loop.to_json(), "elapsed": seconds}  # loop.elapsed: earlier runs only
     if loop.best is not None:
         models["__best__"] = loop.best
     run.checkpoint(iteration, model, values, arrays, models)
