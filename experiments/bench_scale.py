@@ -206,7 +206,7 @@ def main(argv=None) -> dict:
     have_mnist = mnist_path() is not None
     with limit_blas(args.blas_threads):
         if quick:
-            rows = run([4000, 12000], [4000, 12000], [2000] if have_mnist else [], [2], 1)
+            rows = run([3000, 9000], [3000, 9000], [1000] if have_mnist else [], [2], 1)
         else:
             rows = run([10_000, 30_000, 100_000, 300_000, 1_000_000], [10_000, 30_000, 100_000],
                        [15_000, 60_000] if have_mnist else [], [1, 2], ADJOINT_OPTIONS["max_outer"])
