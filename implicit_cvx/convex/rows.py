@@ -212,7 +212,7 @@ class ReducedProblem:
         """Primal active-set method from a feasible w: exact, monotone in the objective.
 
         On the face (support S, signs σ, active balls) solve the KKT system
-        [2G_SS, E; Eᵀ, 0][w_S; ν] = [2h_S − λ_Sσ; r_active]; step towards it until a coordinate
+        `[2G_SS, E; Eᵀ, 0][w_S; ν] = [2h_S − λ_Sσ; r_active]`; step towards it until a coordinate
         reaches 0 (drop it) or an inactive ball becomes tight (activate it); at the face optimum
         release a ball with ν < 0, else add the dual-infeasible coordinates (|v_j| > λ_j + ν_g).
         """

@@ -12,6 +12,8 @@ multipliers), with the rounding error of its own evaluation subtracted.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import highspy
@@ -100,10 +102,25 @@ class Formulation:
         if self.integer.any():
             lp.integrality_ = [highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous
                                for b in self.integer]
-        h = highspy.Highs()
-        h.silent()
+        h = _silent_highs()
         h.passModel(lp)
         return h
+
+
+def _silent_highs():
+    """A HiGHS instance that prints nothing: recent versions print a banner on the C-level stdout
+    when constructed, before `silent()` can act, so stdout is pointed at /dev/null meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.silent()
+    return h
 
 
 class _Sample:

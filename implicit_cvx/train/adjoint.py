@@ -7,7 +7,7 @@ Per outer iteration, at the equilibrium X of (A, B):
     rows of A in the ℓ1 ball of radius κ, proximal anchor μ‖W − W_k‖², penalties scaled by 2η (a
     proximal-gradient step in the metric G + μI, so η → 0 returns W_k);
  4. accept iff the TRUE objective (equilibrium loss + penalties) decreased, else shrink η and retry.
-Without penalties step 3 moves W by −ηV[X; U]ᵀ([X; U][X; U]ᵀ + μI)⁻¹: a preconditioned descent
+Without penalties step 3 moves W by `−ηV[X; U]ᵀ([X; U][X; U]ᵀ + μI)⁻¹`: a preconditioned descent
 direction, so a small enough η decreases the loss, and every step is a convex program.
 
 With `batch_size`, each outer iteration runs steps 1–4 on a fresh random subset of the training
