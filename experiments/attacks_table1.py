@@ -54,8 +54,8 @@ PAPER = {  # DESIGN §7, Table 1, MNIST columns (success rates in %)
     0.001: (1.01, 2.42), 0.01: (13.41, 26.92), 0.1: (70.67, 74.90), 0.2: (89.82, 87.10),
     0.3: (90.22, 89.82),
 }
-NETS = {"mnist": (128, 64), "digits": (64, 32)}
-PGD_EPS = {"mnist": (0.002, 0.005, 0.01), "digits": (0.005, 0.01, 0.02)}
+NETS = {"mnist_5k": (128, 64), "digits": (64, 32)}
+PGD_EPS = {"mnist_5k": (0.002, 0.005, 0.01), "digits": (0.005, 0.01, 0.02)}
 PGD_SAMPLES = 200
 COLUMNS = ["dataset", "fraction_pct", "k", "p", "sensitivity_ours_pct", "sensitivity_paper_pct",
            "gradient_ours_pct", "gradient_paper_pct", "clean_accuracy", "attacked_samples", "seeds"]
@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     with limit_blas(args.blas_threads):
         for name in NETS:
-            max_iter, m_train = (30, 1500) if quick and name == "mnist" else (200, None)
+            max_iter, m_train = (30, 1500) if quick and name == "mnist_5k" else (200, None)
             model, U, y, acc, info = train_net(name, 0, max_iter, m_train)
             order = np.random.default_rng(0).permutation(len(y))  # the split's indices are sorted
             keep = order[:300] if quick else order

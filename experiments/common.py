@@ -123,3 +123,12 @@ def write_markdown(path: Path, title: str, rows: list[dict], columns: list[str],
 def write_json(path: Path, obj) -> Path:
     write_json_atomic(path, obj)
     return Path(path)
+
+
+def mnist_path() -> Path | None:
+    """The full MNIST file for this repository's experiments: $IMPLICIT_CVX_DATA, else
+    ../shared/data/mnist.npz beside the repository, else None (a user's clone has neither)."""
+    if os.environ.get("IMPLICIT_CVX_DATA"):
+        return Path(os.environ["IMPLICIT_CVX_DATA"])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+    return shared if shared.is_file() else None

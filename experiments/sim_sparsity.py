@@ -30,7 +30,7 @@ from implicit_cvx.train.sim import sim_path
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {
     "digits": {"hidden": (64, 32)},
-    "mnist": {"hidden": (64, 32, 16)},
+    "mnist_5k": {"hidden": (64, 32, 16)},
 }
 LAMBDAS = [3e-1, 1e-1, 5e-2, 3e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3, 1e-4]
 QUICK_LAMBDAS = [1e-1, 3e-2, 1e-2, 1e-3]

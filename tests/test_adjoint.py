@@ -48,15 +48,15 @@ def test_regression_objective_never_increases_and_steps_are_certified(penalties)
     assert s["outer_iterations"] == len(res.history)
 
 
-def _row_problem_reference(step, eta, lam_l1, lam_l2):
+def _row_problem_reference(step, R, V, eta, lam_l1, lam_l2):
     """The same (A, B, b_x) row problems, stated independently in cvxpy and solved by Clarabel."""
     import cvxpy as cp
 
     n, m = step.n, step.m
     d = step.Wk.shape[1]
     W = cp.Variable((n, d))
-    Zt = step.Z - eta * m * step.V
-    fit = cp.sum_squares(Zt - step.R @ W.T) / m
+    Zt = R @ step.Wk.T - eta * m * V
+    fit = cp.sum_squares(Zt - R @ W.T) / m
     AB = W[:, :-1]
     obj = fit + 2 * eta * (lam_l1 * cp.sum(cp.abs(AB)) + lam_l2 * cp.sum_squares(AB))
     obj = obj + step.mu * cp.sum_squares(W - step.Wk)
@@ -74,10 +74,10 @@ def test_state_step_equals_independent_clarabel_solve(lam_l1, lam_l2):
     U = rng.standard_normal((m, p))
     X = model.equilibrium(U, tol=1e-13)
     V = 0.3 * rng.standard_normal((m, n)) / m
-    step = StateStep(model, X, U, V, kappa=0.6, lam_l1=lam_l1, lam_l2=lam_l2, anchor_mu=1e-2)
-    assert np.allclose(step.R, np.column_stack([X, U, np.ones(m)]))
+    step = StateStep.of(model, X, U, V, kappa=0.6, lam_l1=lam_l1, lam_l2=lam_l2, anchor_mu=1e-2)
     sol = step.solve(2.0, tol=1e-11, n_jobs=1, backend="serial")
-    W_ref, val_ref = _row_problem_reference(step, 2.0, lam_l1, lam_l2)
+    R = np.column_stack([X, U, np.ones(m)])
+    W_ref, val_ref = _row_problem_reference(step, R, V, 2.0, lam_l1, lam_l2)
     assert np.abs(sol.W - W_ref).max() <= 1e-5
     assert abs(np.sum(sol.objective) - val_ref) <= 1e-7 * max(1.0, abs(val_ref))
     # the new A must press on the ball somewhere for the test to exercise the constraint
@@ -91,7 +91,7 @@ def test_tiny_step_returns_current_weights_even_with_l1():
     U = rng.standard_normal((m, p))
     X = model.equilibrium(U, tol=1e-13)
     V = rng.standard_normal((m, n)) / m
-    step = StateStep(model, X, U, V, kappa=0.5, lam_l1=0.5, lam_l2=0.5, anchor_mu=1e-3)
+    step = StateStep.of(model, X, U, V, kappa=0.5, lam_l1=0.5, lam_l2=0.5, anchor_mu=1e-3)
     sol = step.solve(1e-12, tol=1e-12, n_jobs=1, backend="serial")
     assert np.abs(sol.W - step.Wk).max() <= 1e-8
 

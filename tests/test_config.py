@@ -58,7 +58,8 @@ def test_floats_field_and_bool_is_not_a_number():
         Field("float", 1.0).check("x", True)
 
 
-@pytest.mark.parametrize("name", ["sim_digits", "adjoint_digits", "fenchel_digits", "gradient_digits"])
+@pytest.mark.parametrize("name", ["sim_digits", "adjoint_digits", "fenchel_digits", "gradient_digits",
+                                  "adjoint_mnist"])
 def test_shipped_configs_validate(name):
     cfg = load_config(f"configs/{name}.yaml")
     assert cfg["method"] == name.split("_")[0]

@@ -22,6 +22,7 @@ SCRIPTS = {
     "robust_tradeoff": (["--out", "{tmp}"], ["robust_tradeoff_quick.csv"]),
     "attacks_table1": (["--out", "{tmp}"], ["table1_attacks_quick.csv"]),
     "bench_sim": (["--json", "{tmp}/bs.json"], ["bs.json"]),
+    "bench_scale": (["--out", "{tmp}"], ["bench_scale_quick.csv", "bench_scale_quick.json"]),
     "regression_defaults": (["--out", "{tmp}"], ["regression_defaults_quick.md",
                                                   "regression_defaults_quick.json"]),
     "convert_zoo": (["--out", "{tmp}"], ["convert_zoo_quick.csv", "convert_zoo_quick.json"]),

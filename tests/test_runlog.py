@@ -253,3 +253,18 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
         (tmp_path / name / "model.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="no loadable checkpoint"):
         RunLog(tmp_path, resume=True)
+
+
+def test_history_seconds_are_not_counted_twice_after_a_checkpoint(tmp_path):
+    from implicit_cvx.train.adjoint import fit_adjoint
+
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((40, 3))
+    y = (U[:, 0] > 0).astype(int)
+    t0 = time.perf_counter()
+    res = fit_adjoint(U, y, task="classification", n_states=4, max_outer=4, min_rel_decrease=0.0,
+                      run=RunLog(tmp_path, checkpoint_every=1))
+    wall = time.perf_counter() - t0
+    seconds = [r["seconds"] for r in res.history]
+    assert len(seconds) >= 3 and seconds == sorted(seconds)
+    assert seconds[-1] <= wall and res.summary["seconds"] <= wall

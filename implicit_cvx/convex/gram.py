@@ -56,33 +56,54 @@ def _chunks(R, T, chunk_size):
         yield from R
 
 
+@dataclass
+class GramSums:
+    """Unnormalized sums over samples — RᵀR (d, d), RᵀT (d, k), Σ t² per column (k,), count m —
+    of one partition; partitions add exactly (up to summation order) and `stats()` divides by m."""
+
+    G: np.ndarray
+    H: np.ndarray
+    c: np.ndarray
+    m: int
+
+    def __add__(self, other: GramSums) -> GramSums:
+        if other.G.shape != self.G.shape or other.H.shape != self.H.shape:
+            raise ValueError(
+                f"Gram sums of shapes G {other.G.shape}, H {other.H.shape} do not match earlier "
+                f"partitions (G {self.G.shape}, H {self.H.shape})"
+            )
+        return GramSums(self.G + other.G, self.H + other.H, self.c + other.c, self.m + other.m)
+
+    def stats(self) -> GramStats:
+        if self.m == 0:
+            raise ValueError("gram_stats got no samples (m = 0); pass at least one row")
+        return GramStats(self.G / self.m, self.H / self.m, self.c / self.m, self.m)
+
+
+def gram_sums(R, T) -> GramSums:
+    """GramSums of regressors R (m, d) and targets T (m, k): one partition's share of G, H, c."""
+    R = check_rows("R chunk", R)
+    T = check_rows("T chunk", T, R.shape[0])
+    return GramSums(R.T @ R, R.T @ T, np.einsum("ij,ij->j", T, T), R.shape[0])
+
+
+def reduce_gram(parts) -> GramStats:
+    """GramStats of the samples of all partitions: their GramSums added in the given order."""
+    total = None
+    for part in parts:
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("gram_stats got no samples (m = 0); pass at least one row")
+    return total.stats()
+
+
 def gram_stats(R, T=None, chunk_size: int | None = None) -> GramStats:
     """GramStats of regressors R (m, d) and targets T (m, k), summed over chunks of rows.
 
     Pass R as an iterable of (R_chunk, T_chunk) pairs (and T=None) to stream data that does
     not fit in memory.
     """
-    G = H = c = None
-    m = 0
-    for Rc, Tc in _chunks(R, T, chunk_size):
-        Rc = check_rows("R chunk", Rc)
-        Tc = check_rows("T chunk", Tc, Rc.shape[0])
-        if G is None:
-            G = np.zeros((Rc.shape[1], Rc.shape[1]))
-            H = np.zeros((Rc.shape[1], Tc.shape[1]))
-            c = np.zeros(Tc.shape[1])
-        elif Rc.shape[1] != G.shape[0] or Tc.shape[1] != H.shape[1]:
-            raise ValueError(
-                f"chunk shapes R {Rc.shape}, T {Tc.shape} do not match earlier chunks "
-                f"(d={G.shape[0]}, k={H.shape[1]})"
-            )
-        G += Rc.T @ Rc
-        H += Rc.T @ Tc
-        c += np.einsum("ij,ij->j", Tc, Tc)
-        m += Rc.shape[0]
-    if m == 0:
-        raise ValueError("gram_stats got no samples (m = 0); pass at least one row")
-    return GramStats(G / m, H / m, c / m, m)
+    return reduce_gram(gram_sums(Rc, Tc) for Rc, Tc in _chunks(R, T, chunk_size))
 
 
 def regularize(stats: GramStats, ridge: float = 0.0, anchor=None, mu: float = 0.0) -> GramStats:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import softmax, xlogy
 
-from ..numerics import cross_entropy, golden_section_max, hinge, project_balls, project_l1_ball_rows
-from .gram import GramStats, gram_stats
+from ..numerics import cross_entropy, hinge, project_balls, project_l1_ball_rows
+from .gram import GramStats, GramSums, gram_sums, reduce_gram
 from .rows import RowFitError, RowSpec
 from .solvers import RowProblem, solve_certified
 
@@ -167,90 +167,190 @@ def _loss_conjugate(loss: str, Pi: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(Pi[np.arange(len(y)), y] - 1.0))
 
 
-def _balance(Pi: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mix π toward a common distribution ν so that Σ_i π_i = class counts (Σλ_i = 0: free bias)."""
-    m, q = Pi.shape
-    counts = np.bincount(y, minlength=q).astype(float)
-    S = Pi.sum(axis=0)
+def _balance_mix(S: np.ndarray, counts: np.ndarray, m: int):
+    """(t, ν): mixing π ← (1 − t)π + tν toward a common distribution ν makes Σ_i π_i = class
+    counts (Σλ_i = 0: free bias); t = 0 when no mixing is needed."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = float(np.max(np.where(S > 0, 1.0 - counts / S, 0.0)))
     if t <= 0:
-        return Pi
+        return 0.0, np.zeros_like(S)
     nu = np.maximum((counts - (1.0 - t) * S) / (t * m), 0.0)
-    return (1.0 - t) * Pi + t * (nu / nu.sum())
+    return t, nu / nu.sum()
 
 
-def certify(loss: str, Ft: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: _Regularizer,
-            Pi: np.ndarray, target: float = 0.0) -> tuple[float, float]:
-    """(P(Θ), certified gap P(Θ) − max_t D(tΛ)) from a dual guess Π (m, q), rows in the simplex.
-
-    The scale t is searched (golden section) only while the gap exceeds `target`.
-    """
-    m = len(y)
-    primal = _loss_mean(loss, Ft @ theta.T, y) + reg.value(theta)
-    if reg.mu == 0:
-        Pi = _balance(Pi, y)
-    E = np.zeros_like(Pi)
-    E[np.arange(m), y] = 1.0
-    Lam = (Pi - E) / m
-    S = -Lam.T @ Ft
-
-    def dual(t: float) -> float:
-        return -_loss_conjugate(loss, t * Pi + (1 - t) * E, y) - reg.conjugate(t * S)
-
-    hi = reg.scale_limit(S)
-    best = max(dual(0.0), dual(hi))
-    if primal - best > target:  # D(tΛ) is concave in t: golden section
-        best = max(best, float(golden_section_max(lambda t: dual(float(t)), 0.0, hi, 30)))
-    return primal, max(primal - best, 0.0)
+# ---- per-partition terms: every data term of the fit and its certificate is a sum over samples ----
+def _onehot(y: np.ndarray, q: int) -> np.ndarray:
+    E = np.zeros((len(y), q))
+    E[np.arange(len(y)), y] = 1.0
+    return E
 
 
-# ---- solvers -----------------------------------------------------------------------------------
-def _fista_ce(Ft, y, reg: _Regularizer, theta, tol, max_iter, check_every=25):
-    """FISTA with backtracking and gradient restart on mean softmax CE.
-
-    L = ½λ_max(F̃ᵀF̃/m) bounds the Hessian; the local L is lowered by 10% per step and doubled
-    while the sufficient-decrease test fails (never above the bound), since near a confident fit the
-    softmax curvature is far below ½.
-    """
-    m = len(y)
-    E = np.zeros((m, reg.q))
-    E[np.arange(m), y] = 1.0
-
-    def value_grad(th, grad=True):
-        Z = Ft @ th.T
+def _ce_sums(part, points: list):
+    """[(Σ_i CE_i, Σ_i (p_i − e_{y_i}) f̃_iᵀ or None) at each (Θ, with gradient?) of `points`] on
+    one partition (F̃_p, y_p): several points per pass over the partition."""
+    Ft, y = part
+    out = []
+    for theta, grad in points:
+        Z = Ft @ theta.T
         Z -= Z.max(axis=1, keepdims=True)
         expZ = np.exp(Z)
         s = expZ.sum(axis=1)
-        val = float(np.mean(np.log(s) - Z[np.arange(m), y]))
-        return (val, ((expZ / s[:, None] - E) / m).T @ Ft) if grad else (val, None)
+        val = float(np.sum(np.log(s) - Z[np.arange(len(y)), y]))
+        out.append((val, (expZ / s[:, None] - _onehot(y, theta.shape[0])).T @ Ft if grad else None))
+    return out
 
-    L_max = max(0.5 * np.linalg.eigvalsh(Ft.T @ Ft / m)[-1], 1e-300)
+
+def _feature_gram(part) -> np.ndarray:
+    Ft, _ = part
+    return Ft.T @ Ft
+
+
+def _softmax_part(part, theta: np.ndarray) -> np.ndarray:
+    """The dual guess of cross-entropy on one partition: softmax probabilities of F̃θᵀ."""
+    return softmax(part[0] @ theta.T, axis=1)
+
+
+def _dual_sums(item, loss: str, theta: np.ndarray):
+    """Sums of one partition for the certificate: Σ loss, Σ π_i, class counts, ΠᵀF̃, EᵀF̃, Σ f̃_i."""
+    (Ft, y), Pi = item
+    q = theta.shape[0]
+    losses = (cross_entropy if loss == "cross_entropy" else hinge)(Ft @ theta.T, y)
+    return (float(np.sum(losses)), Pi.sum(axis=0), np.bincount(y, minlength=q).astype(float),
+            Pi.T @ Ft, _onehot(y, q).T @ Ft, Ft.sum(axis=0))
+
+
+def _conjugate_sums(item, loss: str, t_mix: float, nu: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """m·h*(Λ) on one partition at π_i = t((1 − t_mix)π_i + t_mix ν) + (1 − t)e_{y_i}, for
+    every scale t in ts (one pass over the partition for all of them)."""
+    (_, y), Pi = item
+    Pb = (1.0 - t_mix) * Pi + t_mix * nu if t_mix > 0 else Pi
+    if loss == "cross_entropy":
+        E = _onehot(y, Pi.shape[1])
+        return np.array([np.sum(xlogy(m, m)) for m in (t * Pb + (1 - t) * E for t in ts)])
+    true = np.sum(Pb[np.arange(len(y)), y])
+    return np.array([t * true + (1 - t) * len(y) - len(y) for t in ts])
+
+
+def _zoom_max(f, lo: float, hi: float, points: int = 17, levels: int = 8) -> float:
+    """The best value of a concave f seen on grids of `points` on [lo, hi], each level zoomed to
+    the two cells around the best point (width × 2/(points − 1) per level); f takes an array of
+    points, so each level is one evaluation (one pass over the partitions)."""
+    best = -np.inf
+    for _ in range(levels):
+        ts = np.linspace(lo, hi, points)
+        vals = f(ts)
+        i = int(np.argmax(vals))
+        best = max(best, float(vals[i]))
+        cell = (hi - lo) / (points - 1)
+        lo, hi = max(lo, ts[i] - cell), min(hi, ts[i] + cell)
+    return best
+
+
+class Samples:
+    """The samples of an output fit as partitions (F̃_p = [F_p, 1], y_p) held by a Cluster
+    (parallel.Cluster): objective, gradient and certificate terms are sums of per-partition
+    terms, so only (q, d+1) matrices travel. In memory: one partition in this process."""
+
+    def __init__(self, cluster, parts: list, m: int):
+        self.cluster, self.parts, self.m = cluster, parts, int(m)
+
+    @classmethod
+    def in_memory(cls, Ft: np.ndarray, y: np.ndarray) -> Samples:
+        from ..parallel import Cluster
+
+        return cls(Cluster("memory"), [(Ft, y)], len(y))
+
+    def value_grad(self, points: list) -> list:
+        """[(mean cross-entropy at Θ, its gradient or None) for each (Θ, with gradient?) of
+        `points`], all in one pass over the partitions."""
+        sums = self.cluster.map(_ce_sums, self.parts, points)
+        out = []
+        for k, (_, grad) in enumerate(points):
+            val = sum(part[k][0] for part in sums) / self.m
+            out.append((val, sum(part[k][1] for part in sums) / self.m if grad else None))
+        return out
+
+    def lipschitz(self) -> float:
+        """½λ_max(F̃ᵀF̃/m): a bound of the cross-entropy Hessian."""
+        G = sum(self.cluster.map(_feature_gram, self.parts)) / self.m
+        return max(0.5 * np.linalg.eigvalsh(G)[-1], 1e-300)
+
+    def softmax(self, theta: np.ndarray) -> list:
+        """Per-partition handles of softmax(F̃θᵀ) (they stay where the partitions are)."""
+        return self.cluster.submit(_softmax_part, self.parts, theta)
+
+    def dual_items(self, Pi: list) -> list:
+        return list(zip(self.parts, Pi, strict=True))
+
+
+def certify_samples(loss: str, samples: Samples, theta: np.ndarray, reg: _Regularizer, Pi: list,
+                    rtol: float = 0.0) -> tuple[float, float]:
+    """(P(Θ), certified gap P(Θ) − max_t D(tΛ)) from per-partition dual guesses Π_p (rows in the
+    simplex): D(Λ) = −h*(Λ) − g*(−ΛᵀF̃), every data term a sum over partitions.
+
+    The scale t is searched (zoomed grids) only while the gap exceeds rtol·max(1, |P(Θ)|).
+    """
+    m, items = samples.m, samples.dual_items(Pi)
+    parts = samples.cluster.map(_dual_sums, items, loss, theta)
+    loss_sum, S_pi, counts, PiF, EF, F_sum = (sum(p[i] for p in parts) for i in range(6))
+    primal = loss_sum / m + reg.value(theta)
+    t_mix, nu = _balance_mix(S_pi, counts, m) if reg.mu == 0 else (0.0, np.zeros_like(S_pi))
+    PbF = (1.0 - t_mix) * PiF + t_mix * np.outer(nu, F_sum) if t_mix > 0 else PiF
+    S = -(PbF - EF) / m
+
+    def dual(ts: np.ndarray) -> np.ndarray:
+        h = sum(samples.cluster.map(_conjugate_sums, items, loss, t_mix, nu, ts)) / m
+        return -h - np.array([reg.conjugate(t * S) for t in ts])
+
+    hi = reg.scale_limit(S)
+    best = float(np.max(dual(np.array([0.0, hi]))))
+    if primal - best > rtol * max(1.0, abs(primal)):  # D(tΛ) is concave in t: zoomed grids
+        best = max(best, _zoom_max(dual, 0.0, hi))
+    return primal, max(primal - best, 0.0)
+
+
+def certify(loss: str, Ft: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: _Regularizer,
+            Pi: np.ndarray, rtol: float = 0.0) -> tuple[float, float]:
+    """certify_samples on samples in memory: F̃ (m, d+1), labels y, dual guess Π (m, q)."""
+    return certify_samples(loss, Samples.in_memory(Ft, y), theta, reg, [Pi], rtol)
+
+
+# ---- solvers -----------------------------------------------------------------------------------
+def _fista_ce(samples: Samples, reg: _Regularizer, theta, tol, max_iter, check_every=25):
+    """FISTA with backtracking and gradient restart on mean softmax CE over the samples.
+
+    L = ½λ_max(F̃ᵀF̃/m) bounds the Hessian; the local L is lowered by 10% per step and doubled
+    while the sufficient-decrease test fails (never above the bound), since near a confident fit the
+    softmax curvature is far below ½. The pass that tests a step also evaluates the value and
+    gradient at the next extrapolated point, used when the step is accepted (one pass per step).
+    """
+    L_max = samples.lipschitz()
     L = L_max
     theta = reg.project(theta)
     Yk, tk = theta.copy(), 1.0
     it = 0
     while True:
-        P = softmax(Ft @ theta.T, axis=1)
-        target = tol * max(1.0, abs(_loss_mean("cross_entropy", Ft @ theta.T, y) + reg.value(theta)))
-        primal, gap = certify("cross_entropy", Ft, y, theta, reg, P, target)
+        primal, gap = certify_samples("cross_entropy", samples, theta, reg,
+                                      samples.softmax(theta), tol)
         if gap <= tol * max(1.0, abs(primal)) or it >= max_iter:
             return theta, primal, gap, it
+        fY, gY = samples.value_grad([(Yk, True)])[0]
         for _ in range(min(check_every, max_iter - it)):
-            fY, gY = value_grad(Yk)
             L = 0.9 * L
             while True:
                 new = reg.prox(Yk - gY / L, 1.0 / L)
                 D = new - Yk
                 quad = fY + np.sum(gY * D) + 0.5 * L * np.sum(D * D)
-                if L >= L_max or value_grad(new, grad=False)[0] <= quad + 1e-15 * abs(fY):
+                restart = np.sum((Yk - new) * (new - theta)) > 0  # (O'Donoghue–Candès)
+                t_k = 1.0 if restart else tk
+                t1 = (1 + np.sqrt(1 + 4 * t_k * t_k)) / 2
+                Y_next = new + ((t_k - 1) / t1) * (new - theta)
+                (f_new, _), ahead = samples.value_grad([(new, False), (Y_next, True)])
+                if L >= L_max or f_new <= quad + 1e-15 * abs(fY):
                     break
                 L = min(2.0 * L, L_max)
-            if np.sum((Yk - new) * (new - theta)) > 0:  # adaptive restart (O'Donoghue–Candès)
-                tk = 1.0
-            t1 = (1 + np.sqrt(1 + 4 * tk * tk)) / 2
-            Yk = new + ((tk - 1) / t1) * (new - theta)
-            theta, tk = new, t1
+            Yk, theta, tk = Y_next, new, t1
+            fY, gY = ahead
             it += 1
 
 
@@ -303,10 +403,15 @@ def _cvxpy_fit(F, Ft, y, loss, reg, tol):
     return Th, primal, gap, iters
 
 
-def _fit_squared(F, Y, reg: _Regularizer, tol, warm, accept_uncertified, parallel):
+def _gram_part(part) -> GramSums:
+    Ft, Y = part
+    return gram_sums(Ft, Y)
+
+
+def _fit_squared(samples: Samples, reg: _Regularizer, tol, warm, accept_uncertified, parallel):
     """Squared loss: one row problem per output on Gram statistics of [F, 1] (the row engine)."""
-    m, d = F.shape
-    stats = gram_stats(np.column_stack([F, np.ones(m)]), Y)
+    stats = reduce_gram(samples.cluster.map(_gram_part, samples.parts))
+    d = stats.d - 1
     if reg.lam_l2:
         mask = np.append(np.ones(d), 0.0)
         stats = GramStats(stats.G + reg.lam_l2 * np.diag(mask), stats.H, stats.c, stats.m)
@@ -318,16 +423,22 @@ def _fit_squared(F, Y, reg: _Regularizer, tol, warm, accept_uncertified, paralle
     return sol.W, float(np.sum(sol.objective)), float(np.sum(sol.gap)), status, int(np.max(sol.iterations))
 
 
-def _fit_coupled(loss, F, Y, reg: _Regularizer, theta, tol, max_iter, accept_uncertified):
-    """Cross-entropy by FISTA (escalated to Clarabel if it stops uncertified), hinge by Clarabel;
+def _fit_coupled(loss, samples: Samples, reg: _Regularizer, theta, tol, max_iter,
+                 accept_uncertified):
+    """Cross-entropy by FISTA (escalated to Clarabel if it stops uncertified and the samples are
+    one partition in memory), hinge by Clarabel (in memory only);
     (Θ, P, gap, iterations, solver, status); RowFitError when no solver certifies."""
     reg.certifiable()
-    Ft = np.column_stack([F, np.ones(len(F))])
     solver, attempts = "native", []
     if loss == "cross_entropy":
-        attempts.append((*_fista_ce(Ft, Y, reg, theta, tol, max_iter), "native"))
-    if loss == "hinge" or attempts[0][2] > tol * max(1.0, abs(attempts[0][1])):
-        attempts.append((*_cvxpy_fit(F, Ft, Y, loss, reg, tol), "clarabel"))
+        attempts.append((*_fista_ce(samples, reg, theta, tol, max_iter), "native"))
+    in_memory = samples.cluster.client is None and len(samples.parts) == 1
+    if in_memory and (loss == "hinge" or attempts[0][2] > tol * max(1.0, abs(attempts[0][1]))):
+        Ft, Y = samples.parts[0]
+        attempts.append((*_cvxpy_fit(Ft[:, :-1], Ft, Y, loss, reg, tol), "clarabel"))
+    elif loss == "hinge":
+        raise ValueError("the hinge output fit is solved by Clarabel on all samples in one "
+                         "process: use one partition in memory (run.data_backend 'memory')")
     theta, primal, gap, iters, solver = min(attempts, key=lambda a: a[2])
     if gap <= tol * max(1.0, abs(primal)):
         return theta, primal, gap, iters, "+".join(a[-1] for a in attempts), "optimal"
@@ -351,7 +462,6 @@ def fit_output_layer(F, Y, loss: str, *, lam_l1=0.0, lam_l2: float = 0.0, anchor
     ‖W_i,g‖_1 per output row; warm_start = (W, b). Status "optimal" iff gap ≤ tol·max(1, |P|);
     a fit no solver certifies raises RowFitError, unless accept_uncertified (status "uncertified").
     """
-    start = time.perf_counter()
     if loss not in OUTPUT_LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(OUTPUT_LOSSES)}")
     F = np.asarray(F, dtype=float)
@@ -371,6 +481,24 @@ def fit_output_layer(F, Y, loss: str, *, lam_l1=0.0, lam_l2: float = 0.0, anchor
         q = max(2, int(Y.max()) + 1) if anchor is None else np.shape(anchor[0])[0]
         if Y.max() >= q:
             raise ValueError(f"labels go up to {Y.max()} but the anchor has only {q} outputs")
+    samples = Samples.in_memory(np.column_stack([F, np.ones(m)]), Y)
+    return fit_output_samples(samples, loss, q=q, d=d, lam_l1=lam_l1, lam_l2=lam_l2,
+                              anchor=anchor, balls=balls, tol=tol, max_iter=max_iter,
+                              warm_start=warm_start, n_jobs=n_jobs, backend=backend,
+                              address=address, accept_uncertified=accept_uncertified)
+
+
+def fit_output_samples(samples: Samples, loss: str, *, q: int, d: int, lam_l1=0.0,
+                       lam_l2: float = 0.0, anchor=None, balls=(), tol: float = 1e-8,
+                       max_iter: int = 20000, warm_start=None, n_jobs: int = 1,
+                       backend: str = "serial", address: str | None = None,
+                       accept_uncertified: bool = False):
+    """fit_output_layer on partitioned samples (F̃_p = [F_p, 1], targets_p) held by a Cluster: q
+    outputs, d features; the same certificate, every data term summed over partitions. Targets
+    must already be validated (labels 0..q−1, or (m_p, q) floats for "squared")."""
+    start = time.perf_counter()
+    if loss not in OUTPUT_LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(OUTPUT_LOSSES)}")
     reg = _Regularizer(q, d, lam_l1, lam_l2, anchor, balls)
     theta = np.zeros((q, d + 1))
     if warm_start is not None:
@@ -380,13 +508,15 @@ def fit_output_layer(F, Y, loss: str, *, lam_l1=0.0, lam_l2: float = 0.0, anchor
     if loss == "squared":
         parallel = dict(n_jobs=n_jobs, backend=backend, address=address)
         theta, primal, gap, status, iters = _fit_squared(
-            F, Y, reg, tol, theta if warm_start is not None else None, accept_uncertified, parallel)
+            samples, reg, tol, theta if warm_start is not None else None, accept_uncertified,
+            parallel)
         solver = "native"
     else:
         theta, primal, gap, iters, solver, status = _fit_coupled(
-            loss, F, Y, reg, theta, tol, max_iter, accept_uncertified)
+            loss, samples, reg, theta, tol, max_iter, accept_uncertified)
     info = OutputFitInfo(primal, gap, status, iters, solver, time.perf_counter() - start)
     return theta[:, :-1], theta[:, -1], info
 
 
-__all__ = ["OutputFitInfo", "fit_output_layer", "output_layer_problem", "certify"]
+__all__ = ["OutputFitInfo", "Samples", "certify", "certify_samples", "fit_output_layer",
+           "fit_output_samples", "output_layer_problem"]

@@ -25,6 +25,7 @@ from .certify import (
 from .exact import margin_range
 from .importance import Importance, input_importance, model_importance, plot_importance
 from .linear import linear_lower_bounds, optimize_slopes, tighten
+from .partitioned import certify_partitioned, merge_certify_results
 from .training import (
     check_s_bound,
     fit_output_layer_s_bounded,
@@ -42,6 +43,7 @@ __all__ = [
     "SparseBound",
     "attack_k",
     "certify",
+    "certify_partitioned",
     "check_s_bound",
     "fit_output_layer_s_bounded",
     "gradient_attack",
@@ -52,6 +54,7 @@ __all__ = [
     "margin_lower_bounds",
     "margin_range",
     "margin_rows",
+    "merge_certify_results",
     "model_importance",
     "optimize_slopes",
     "output_bounds",

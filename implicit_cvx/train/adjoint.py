@@ -14,6 +14,12 @@ With `batch_size`, each outer iteration runs steps 1–4 on a fresh random subse
 rows: every step is still certified and decreases the true objective *of that subset*, the history
 records the full-data true objective beside it, and the final (C, D) refit uses all rows. On digits
 it generalizes better than the full-batch reference (experiments/results/training_digits.md).
+
+Every per-sample quantity (equilibria, adjoints, Gram sums, losses, the cross-entropy fit and its
+certificate) is computed per row partition where the partition lives (train/partitioned.py) and
+reduced by sums; in memory that is one partition in this process, on Dask (run.data_backend) the
+partitions and their equilibria stay on the workers and only (d × d), (d × k) matrices travel.
+Memory per worker: O(rows held × (n + p) + d²), rows held = m / workers.
 """
 
 from __future__ import annotations
@@ -23,18 +29,39 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import option
-from ..convex.gram import GramStats, gram_stats
+from ..convex.gram import GramStats, gram_sums, reduce_gram
+from ..convex.losses import Samples as OutputSamples
+from ..convex.losses import fit_output_samples
 from ..convex.rows import RowSpec
 from ..convex.solvers import RowProblem, solve_certified, uncertified_record
 from ..gradients import implicit_adjoint
 from ..model import ImplicitModel
 from ..numerics import in_ball, inf_norm
+from ..parallel import Cluster
+from ..partitions import is_partitioned
 from ..robust.training import check_s_bound
 from .driver import AlternatingMethod, FitResult, Step, fit_function
 from .init import init_model
-from .objective import evaluate, evaluate_at, loss_grad, loss_value, penalty_value
-from .options import CertifiedStepOptions, LoopOptions, RowParallelOptions, StateModelOptions
-from .steps import features, output_step, relative_anchor
+from .objective import penalty_value
+from .options import (
+    CertifiedStepOptions,
+    LoopOptions,
+    PartitionOptions,
+    RowParallelOptions,
+    StateModelOptions,
+)
+from .partitioned import (
+    Samples,
+    load_prepared,
+    loss_grad_rows,
+    loss_sum,
+    open_cluster,
+    row_locations,
+    score,
+    score_sums,
+    take_rows,
+)
+from .steps import output_step
 
 ETA_GROW = 2.0  # η after an accepted step
 ETA_SHRINK = 0.25  # η after a rejected trial
@@ -43,7 +70,8 @@ EQ_TOL = 1e-12  # equilibrium tolerance of every true-objective evaluation
 
 
 @dataclass
-class AdjointOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions, LoopOptions):
+class AdjointOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions, LoopOptions,
+                     PartitionOptions):
     max_outer: int = option(50, low=1, estimator="max_iter", help="outer iterations")
     batch_size: int | None = option(None, kind="int", low=2,
                                     help="rows per outer iteration (null: full batch)")
@@ -68,41 +96,91 @@ class AdjointOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions
 class AdjointState:
     model: ImplicitModel
     rng: np.random.Generator
-    X: np.ndarray  # the exact equilibrium of every training row
+    X: np.ndarray | None  # the exact equilibrium of every training row (None: held by the workers)
     objective: float
     eta: float
 
 
+# ---- per-partition work -----------------------------------------------------------------------
+def _equilibrium_part(item, model: ImplicitModel):
+    """The equilibrium of `model` on a partition, warm-started at its previous states (if any)."""
+    (U, _), X0 = item
+    return model.equilibrium(U, X0=X0, tol=EQ_TOL)
+
+
+def _record_part(item, model: ImplicitModel, loss: str, task: str):
+    """Loss sum, score sums and the measured equilibrium residual at a partition's states."""
+    (U, Y), X = item
+    Yhat = model.output(X, U)
+    residual = float(np.abs(X - model.phi(X @ model.A.T + U @ model.B.T + model.b_x)).max(initial=0.0))
+    return loss_sum(loss, Yhat, Y), score_sums(Yhat, Y, task), residual
+
+
+def _features_part(item, include_D: bool):
+    """(F̃ = [X, U, 1] or [X, 1], targets, Σ‖F‖²) of a partition: the output step's samples."""
+    (U, Y), X = item
+    F = np.column_stack([X, U]) if include_D else X
+    return np.column_stack([F, np.ones(len(F))]), Y, float(np.einsum("ij,ij->", F, F))
+
+
+def _output_part(item):
+    Ft, Y, _ = item
+    return Ft, Y
+
+
+def _feature_square(item):
+    return item[2]
+
+
+def _state_part(item, model: ImplicitModel, loss: str, m: int):
+    """A partition's share of the (A, B) step: Gram sums of R = [X, U, 1] against the adjoint V
+    (App. G) of the mean loss over all m samples, and Σ Z², Σ Z ⊙ V per state (Z = R W_kᵀ)."""
+    (U, Y), X = item
+    V = implicit_adjoint(model, U, X, loss_grad_rows(loss, model.output(X, U), Y, m))
+    R = np.column_stack([X, U, np.ones(len(U))])
+    Z = R @ np.column_stack([model.A, model.B, model.b_x]).T
+    return gram_sums(R, V), np.einsum("ij,ij->j", Z, Z), np.einsum("ij,ij->j", Z, V)
+
+
+# ---- the (A, B) step ----------------------------------------------------------------------------
 class StateStep:
     """The (A, B, b_x) row problems of one outer iteration, for any step size η.
 
-    Regressors R = [X, U, 1]; since Z = R W_kᵀ, the targets Z − η m V give H(η) = G W_kᵀ − η m RᵀV/m,
-    so the Gram statistics are formed once per outer iteration.
+    Regressors R = [X, U, 1]; since Z = R W_kᵀ, the targets Z − η m V give H(η) = G W_kᵀ − η m RᵀV/m
+    and c(η) = (ΣZ² − 2ηm ΣZ⊙V + η²m² ΣV²)/m per state, so the statistics are sums over samples,
+    formed once per outer iteration (from the partitions' `_state_part` results).
     """
 
-    def __init__(self, model, X, U, V, *, kappa, lam_l1, lam_l2, anchor_mu):
+    def __init__(self, model, parts: list, *, kappa, lam_l1, lam_l2, anchor_mu):
         n, p = model.n_states, model.n_inputs
-        m = X.shape[0]
-        self.R = np.column_stack([X, U, np.ones(m)])
-        stats = gram_stats(self.R, V)
-        self.G, self.HV, self.m = stats.G, stats.H, m
+        stats = reduce_gram(part[0] for part in parts)
+        self.G, self.HV, self.m = stats.G, stats.H, stats.m
+        self.VV = stats.c * stats.m
+        self.ZZ = sum(part[1] for part in parts)
+        self.ZV = sum(part[2] for part in parts)
         self.Wk = np.column_stack([model.A, model.B, model.b_x])
-        self.Z = self.R @ self.Wk.T
-        self.V = V
         self.mu = anchor_mu * float(max(np.trace(self.G) / self.G.shape[0], 1e-12))
         self.mask = np.append(np.ones(n + p), 0.0)  # the bias column is never penalized
         self.kappa, self.lam_l1, self.lam_l2, self.n = kappa, lam_l1, lam_l2, n
 
+    @classmethod
+    def of(cls, model, X, U, V, **options) -> StateStep:
+        """The step on samples in memory with the adjoint V given (m, n)."""
+        R = np.column_stack([X, U, np.ones(len(U))])
+        Z = R @ np.column_stack([model.A, model.B, model.b_x]).T
+        part = (gram_sums(R, V), np.einsum("ij,ij->j", Z, Z), np.einsum("ij,ij->j", Z, V))
+        return cls(model, [part], **options)
+
     def problem(self, eta: float) -> RowProblem:
         """The row problems for step η."""
         scale = 2.0 * eta  # penalties enter as a proximal-gradient step of length η
-        Zt = self.Z - (eta * self.m) * self.V
-        H = self.G @ self.Wk.T - (eta * self.m) * self.HV
+        em = eta * self.m
+        H = self.G @ self.Wk.T - em * self.HV
         G = self.G + (scale * self.lam_l2) * np.diag(self.mask) if self.lam_l2 else self.G
-        stats = GramStats(G, H, np.einsum("ij,ij->j", Zt, Zt) / self.m, self.m)
+        c = np.maximum(self.ZZ - 2.0 * em * self.ZV + em * em * self.VV, 0.0) / self.m
         spec = RowSpec(penalty=(scale * self.lam_l1) * self.mask, free=[len(self.mask) - 1],
                        balls=[(np.arange(self.n), self.kappa)], anchor=self.Wk, mu=self.mu)
-        return RowProblem(stats, spec)
+        return RowProblem(GramStats(G, H, c, self.m), spec)
 
     def solve(self, eta: float, *, tol, accept_uncertified=False, **parallel):
         """Rows of the new [A B b_x] for step η, certified (RowFitError otherwise)."""
@@ -116,6 +194,29 @@ class StateStep:
         return model.with_weights(A=W[:, :n], B=W[:, n:-1], b_x=W[:, -1])
 
 
+# ---- the samples a step works on ------------------------------------------------------------------
+@dataclass
+class _Work:
+    """Training samples on a cluster and the current equilibrium of each partition (handles)."""
+
+    samples: Samples
+    X: list
+
+    @property
+    def m(self) -> int:
+        return self.samples.m
+
+    def items(self, X=None) -> list:
+        return list(zip(self.samples.parts, self.X if X is None else X, strict=True))
+
+    def solve(self, model, X0=None) -> list:
+        """Handles of the equilibria of `model`, warm-started at the current ones (or X0)."""
+        return self.samples.submit_with(_equilibrium_part, self.X if X0 is None else X0, model)
+
+    def replace(self, X: list) -> None:
+        self.X = X  # the old handles are dropped: their workers free them
+
+
 class AdjointMethod(AlternatingMethod):
     """Fit an implicit model by alternating certified convex steps with adjoint state targets."""
 
@@ -123,29 +224,108 @@ class AdjointMethod(AlternatingMethod):
     Options = AdjointOptions
     State = AdjointState
 
-    def _objective(self, model, X, U, Y) -> float:
-        return loss_value(self.data.loss, model.output(X, U), Y) + penalty_value(model, *self.penalties)
-
-    def _output_step(self, model, X, U, Y):
+    def solver_kw(self) -> dict:
+        """The row solvers join the data's cluster when both run on Dask."""
         o = self.opts
-        mu = relative_anchor(features(X, U, o.include_D), o.anchor_mu)
-        return output_step(model, X, U, Y, self.data.loss, include_D=o.include_D, mu=mu,
-                           lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.output_tol, s_bound=o.s_bound,
-                           **self.solver_kw())
+        return dict(**self._cluster.row_parallel(o.backend, o.n_jobs, o.address),
+                    accept_uncertified=o.accept_uncertified)
 
+    # ---- sums over the partitions ----------------------------------------------------------------
+    def _record(self, work: _Work, model, X=None) -> dict:
+        """The training record of `model` at the states X (default: the current ones)."""
+        d = self.data
+        parts = self.cluster_map(work, _record_part, X, model, d.loss, d.task)
+        loss = sum(p[0] for p in parts) / work.m
+        key = "accuracy" if d.task == "classification" else "rmse"
+        return {"train_objective": loss + penalty_value(model, *self.penalties), "train_loss": loss,
+                f"train_{key}": score([p[1] for p in parts], d.task),
+                "train_residual": max(p[2] for p in parts)}
+
+    @staticmethod
+    def cluster_map(work: _Work, fn, X, *args) -> list:
+        return work.samples.cluster.map(fn, work.items(X), *args)
+
+    def _objective(self, work: _Work, model, X=None) -> float:
+        return self._record(work, model, X)["train_objective"]
+
+    def _output_step(self, work: _Work, model):
+        """The certified (C, D, b_y) fit on the partitions' features, anchored at the current
+        weights (μ relative to the mean Gram diagonal of [F, 1])."""
+        o, d = self.opts, self.data
+        cluster = work.samples.cluster
+        feats = cluster.submit(_features_part, work.items(), o.include_D)
+        n_feat = model.n_states + (model.n_inputs if o.include_D else 0)
+        mean_diag = (sum(cluster.map(_feature_square, feats)) / work.m + 1.0) / (n_feat + 1)
+        mu = float(o.anchor_mu * max(mean_diag, 1e-12))
+        if o.s_bound is not None:  # the ‖S‖_∞ ≤ s fit takes the samples in memory
+            (U, Y), X = work.items()[0]
+            return output_step(model, X, U, Y, d.loss, include_D=o.include_D, mu=mu,
+                               lam_l1=o.lam_l1, lam_l2=o.lam_l2, tol=o.output_tol,
+                               s_bound=o.s_bound, **self.solver_kw())
+        samples = OutputSamples(cluster, cluster.submit(_output_part, feats), work.m)
+        W0 = np.column_stack([model.C, model.D]) if o.include_D else np.asarray(model.C, float)
+        W, b, info = fit_output_samples(
+            samples, d.loss, q=model.n_outputs, d=n_feat, lam_l1=o.lam_l1, lam_l2=o.lam_l2,
+            anchor=(W0, model.b_y, mu), tol=o.output_tol, warm_start=(W0, model.b_y),
+            **self.solver_kw())
+        n = model.n_states
+        changes = {"C": W[:, :n], "b_y": b, **({"D": W[:, n:]} if o.include_D else {})}
+        return model.with_weights(**changes), info
+
+    # ---- the protocol --------------------------------------------------------------------------------
     def start(self, rng) -> AdjointState:
         o, d = self.opts, self.data
-        model = init_model(o.init, n_inputs=d.U.shape[1], n_outputs=d.n_outputs,
+        if o.s_bound is not None and (o.data_backend != "memory" or (o.partitions or 1) > 1):
+            raise ValueError("s_bound (‖S‖_∞ ≤ s) fits (C, D) on the samples in one process: use "
+                             "run.data_backend 'memory' with one partition")
+        self._open()
+        U_init = None if is_partitioned(d.U) else d.U
+        model = init_model(o.init, n_inputs=self._n_inputs(), n_outputs=self._n_outputs(),
                            n_states=o.n_states, kappa=o.kappa, seed=rng, activation=o.activation,
-                           include_D=o.include_D, U=d.U)
-        X = model.equilibrium(d.U, tol=EQ_TOL)
-        return AdjointState(model, rng, X, self._objective(model, X, d.U, d.Y), o.eta)
+                           include_D=o.include_D, U=U_init)
+        self._work.replace(self._work.solve(model))
+        return AdjointState(model, rng, self._held_X(), self._objective(self._work, model), o.eta)
 
-    def _state_step(self, model, X, U, Y, obj: float, eta: float):
-        """Backtracking (A, B) step: (model, X, objective, η used, accepted, trials, gaps, notes)."""
+    def _open(self) -> None:
+        """Enter the cluster; partition the training data and load each partition where it lives."""
+        o, d = self.opts, self.data
+        self._cluster = open_cluster(o).__enter__()
+        samples = Samples.of(self._cluster, d.U, d.Y, o)
+        samples.parts = self._cluster.submit(load_prepared, samples.parts, d.loss)
+        self._work = _Work(samples, [None] * len(samples.rows))
+
+    def _n_outputs(self) -> int:
+        if self.data.n_outputs:
+            return self.data.n_outputs
+        labels = self._cluster.map(_label_range, self._work.samples.parts, self.data.loss)
+        return labels[0][1] if self.data.loss == "squared" else max(2, max(lab[0] for lab in labels) + 1)
+
+    def _n_inputs(self) -> int:
+        return self._cluster.map(_n_columns, self._work.samples.parts[:1])[0]
+
+    def _held_X(self):
+        """The states for the checkpoint: the array in memory, None when the workers hold them."""
+        if self._cluster.client is not None:
+            return None
+        return np.vstack(self._work.X) if len(self._work.X) > 1 else self._work.X[0]
+
+    def _resume(self, state: AdjointState) -> None:
+        """After a resume: the cluster, the samples and their equilibria (from the checkpoint in
+        memory, else solved again)."""
+        if getattr(self, "_work", None) is not None:
+            return
+        self._open()
+        if state.X is not None and len(self._work.X) == 1:
+            self._work.X = [state.X]
+        else:
+            self._work.replace(self._work.solve(state.model))
+
+    def _state_step(self, work: _Work, model, obj: float, eta: float):
+        """Backtracking (A, B) step: (model, X handles, objective, η used, accepted, trials, gaps,
+        notes)."""
         o = self.opts
-        V = implicit_adjoint(model, U, X, loss_grad(self.data.loss, model.output(X, U), Y))
-        step = StateStep(model, X, U, V, kappa=o.kappa, lam_l1=o.lam_l1, lam_l2=o.lam_l2,
+        parts = self.cluster_map(work, _state_part, None, model, self.data.loss, work.m)
+        step = StateStep(model, parts, kappa=o.kappa, lam_l1=o.lam_l1, lam_l2=o.lam_l2,
                          anchor_mu=o.anchor_mu)
         gaps, notes = [], []
         for trial in range(1, MAX_TRIALS + 1):
@@ -153,29 +333,40 @@ class AdjointMethod(AlternatingMethod):
             gaps.append(sol.max_gap)
             notes += uncertified_record("(A, B) rows", sol)
             cand = step.model(model, sol.W)
-            X_new = cand.equilibrium(U, X0=X, tol=EQ_TOL)
-            obj_new = self._objective(cand, X_new, U, Y)
+            X_new = work.solve(cand)
+            obj_new = self._objective(work, cand, X_new)
             if obj_new < obj:
                 return cand, X_new, obj_new, eta, True, trial, max(gaps), notes
             eta *= ETA_SHRINK
-        return model, X, obj, eta, False, MAX_TRIALS, max(gaps), notes
+        return model, None, obj, eta, False, MAX_TRIALS, max(gaps), notes
+
+    def _batch(self, state: AdjointState) -> _Work:
+        """A random subset of batch_size training rows, gathered into one partition in memory."""
+        w = self._work
+        rows = np.sort(state.rng.choice(w.m, self.opts.batch_size, replace=False))
+        local = row_locations(w.samples.rows, rows)
+        got = self._cluster.map(take_rows, [(*it, loc) for it, loc in zip(w.items(), local, strict=True)])
+        U, Y, X = (np.concatenate([g[i] for g in got]) for i in range(3))
+        return _Work(Samples(Cluster("memory"), [(U, Y)], [len(U)]), [X])
 
     def step(self, state: AdjointState) -> Step:
-        o, d = self.opts, self.data
-        m = d.U.shape[0]
-        batched = o.batch_size is not None and o.batch_size < m
-        rows = np.sort(state.rng.choice(m, o.batch_size, replace=False)) if batched else slice(None)
-        Ub, Yb, Xb = d.U[rows], d.Y[rows], state.X[rows]
-        before = self._objective(state.model, Xb, Ub, Yb) if batched else state.objective
-        model, cd = self._output_step(state.model, Xb, Ub, Yb)
-        mid = self._objective(model, Xb, Ub, Yb)
+        o = self.opts
+        self._resume(state)
+        work = self._work
+        batched = o.batch_size is not None and o.batch_size < work.m
+        bw = self._batch(state) if batched else work
+        before = self._objective(bw, state.model) if batched else state.objective
+        model, cd = self._output_step(bw, state.model)
+        mid = self._objective(bw, model)
         if o.s_bound is not None:  # that step restores ‖S‖_∞ ≤ s after (A, B) moved: it may rise
             before = mid
-        model, Xb, after, eta_used, accepted, trials, gap_ab, notes = self._state_step(
-            model, Xb, Ub, Yb, mid, state.eta)
-        X = state.X.copy()
-        X[rows] = Xb  # warm start of the full-data evaluation
-        rec, X = evaluate(model, d.U, d.Y, d.task, d.loss, self.penalties, X0=X, tol=EQ_TOL)
+        model, X_b, after, eta_used, accepted, trials, gap_ab, notes = self._state_step(
+            bw, model, mid, state.eta)
+        if batched:  # the full data's states of the new (A, B), warm-started at the old ones
+            X_b = work.solve(model)
+        if X_b is not None:  # (a rejected step leaves (A, B) and so the states unchanged)
+            work.replace(X_b)
+        rec = self._record(work, model)
         objective = rec.pop("train_objective")
         rec = {"objective": objective, **rec, "equilibrium_residual": rec["train_residual"],
                "eta": eta_used, "accepted": accepted, "trials": trials, "max_gap_AB": gap_ab,
@@ -192,15 +383,32 @@ class AdjointMethod(AlternatingMethod):
         eta = state.eta if batched else (eta_used * ETA_GROW if accepted else eta_used)
         rel = (before - after) / max(abs(before), 1e-300)
         stop = not batched and (not accepted or rel < o.min_rel_decrease)
-        return Step(AdjointState(model, state.rng, X, objective, eta), rec, stop)
+        return Step(AdjointState(model, state.rng, self._held_X(), objective, eta), rec, stop)
 
     def finish(self, state: AdjointState, model) -> FitResult:
-        """Final (C, D) refit on the final states of `model`, checks and the summary."""
+        """Final (C, D) refit on the final states of `model` (all rows), checks and the summary;
+        closes the cluster."""
         o, d = self.opts, self.data
-        X = state.X if model is state.model else model.equilibrium(d.U, tol=EQ_TOL)
-        model, cd = self._output_step(model, X, d.U, d.Y)
-        rec = evaluate_at(model, X, d.U, d.Y, d.task, d.loss, self.penalties)
+        self._resume(state)
+        with self._cluster:
+            work = self._work
+            if model is not state.model:
+                work.replace(work.solve(model, X0=[None] * len(work.X)))
+            model, cd = self._output_step(work, model)
+            rec = self._record(work, model)
+            rec.update(samples=work.m, partitions=len(work.X), data_backend=o.data_backend)
+        self._work = None
         return finish_summary(model, rec, cd, o.kappa, "adjoint", d.task, s_bound=o.s_bound)
+
+
+def _label_range(item, loss: str):
+    """(largest label, number of target columns) of a partition's targets."""
+    _, Y = item
+    return (int(np.max(Y)) if loss != "squared" else 0), (Y.shape[1] if loss == "squared" else 1)
+
+
+def _n_columns(item) -> int:
+    return int(item[0].shape[1])
 
 
 def finish_summary(model, rec: dict, cd, kappa: float, method: str, task: str, *,

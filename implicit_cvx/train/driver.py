@@ -25,8 +25,9 @@ import numpy as np
 from ..config import make_options, option_specs
 from ..model import ImplicitModel
 from ..numerics import check_rows
+from ..partitions import is_partitioned
 from .init import as_generator
-from .objective import check_task, evaluate, prepare_data
+from .objective import check_task, default_loss, evaluate, prepare_data
 from .runlog import EarlyStopping, progress_bar, restore_rng, rng_state
 
 
@@ -241,8 +242,7 @@ def drive(method: FitMethod, rng, *, run=None, progress: bool = False) -> FitRes
 
 def _checkpoint(run, iteration: int, state, loop: _Loop, seconds: float) -> None:
     model, values, arrays, models = pack_state(state)
-    loop.elapsed = seconds
-    values["__driver__"] = loop.to_json()
+    values["__driver__"] = {**loop.to_json(), "elapsed": seconds}  # loop.elapsed: earlier runs only
     if loop.best is not None:
         models["__best__"] = loop.best
     run.checkpoint(iteration, model, values, arrays, models)
@@ -270,7 +270,12 @@ def fit(method_cls, U, Y=None, *, task: str, seed=0, U_val=None, Y_val=None, run
         progress: bool = False, **options) -> FitResult:
     """Validate the options and the data, then drive `method_cls` (a FitMethod subclass)."""
     opts = make_options(method_cls.Options, options, where=f"method {method_cls.name!r}")
-    if Y is None:
+    if is_partitioned(U):  # files, shards, a dask array: validated per partition where it loads
+        if not hasattr(opts, "data_backend"):
+            raise ValueError(f"method {method_cls.name!r} needs the samples in memory as arrays; "
+                             "files, shards, dask arrays and Parts are read by sim and adjoint")
+        data = FitData(U, Y, check_task(task), getattr(opts, "loss", None) or default_loss(task), 0)
+    elif Y is None:
         if method_cls.needs_targets:
             raise ValueError(f"method {method_cls.name!r} fits targets: pass Y (labels or values)")
         data = FitData(check_rows("U", U), None, check_task(task), None, 0)

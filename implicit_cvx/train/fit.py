@@ -28,6 +28,8 @@ DATASET = {
     "test_size": Field("float", 0.2, low=0, high=1, open_low=True, open_high=True,
                        help="share of the data held out for testing"),
     "label": Field("str", None, help="label column of a .csv"),
+    "path": Field("str", None, help="local copy of a built-in data set (mnist: mnist.npz or its "
+                                    "directory; default $IMPLICIT_CVX_DATA)"),
     "validation_fraction": Field("float", 0.0, low=0, high=0.5, open_high=True,
                                  help="share of the training rows held out for validation"),
     "max_train": Field("int", None, low=2, help="use only this many training samples (seeded)"),
@@ -101,7 +103,8 @@ def split_rows(cfg: dict):
     """The dataset of a config and the row indices of its parts as the fit used them: "train"
     (after max_train and the validation hold-out), "validation" and "test"."""
     data = cfg["dataset"]
-    ds = load_dataset(data["name"], seed=cfg["seed"], test_size=data["test_size"], label=data["label"])
+    ds = load_dataset(data["name"], seed=cfg["seed"], test_size=data["test_size"], label=data["label"],
+                      path=data["path"])
     train = ds.train_index
     rng = np.random.default_rng(cfg["seed"])
     if data["max_train"] is not None and data["max_train"] < len(train):

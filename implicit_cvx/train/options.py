@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..activations import ActivationMap, get_activation
 from ..config import option
 from ..model import ImplicitModel
-from ..parallel import BACKENDS
+from ..parallel import BACKENDS, DATA_BACKENDS
 from .objective import LOSSES
 
 
@@ -93,3 +93,19 @@ class LoopOptions:
                                   help="stop when the validation loss has not improved for "
                                        "`patience` iterations and return the best model")
     patience: int = option(10, low=1, section="run", help="iterations without improvement")
+
+
+@dataclass
+class PartitionOptions:
+    """Where the samples live and where their per-sample work (states, equilibria, adjoints, Gram
+    and loss sums) runs: in this process, or on a dask.distributed cluster in row partitions."""
+
+    data_backend: str = option("memory", choices=DATA_BACKENDS, section="run",
+                               help="memory (this process) | dask (per-partition work on a "
+                                    "LocalCluster of `workers` processes, or at run.address)")
+    partitions: int | None = option(None, kind="int", low=1, section="run",
+                                    help="row partitions of the training data (null: an array "
+                                         "in memory is one; on dask, or for files, partitions "
+                                         "of ≤ 65,536 rows, at least one per worker)")
+    workers: int = option(2, low=1, section="run",
+                          help="dask LocalCluster worker processes (one thread each)")

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import make_options, option
-from ..convex.gram import gram_stats
+from ..convex.gram import GramStats, gram_sums, reduce_gram
 from ..convex.rows import RowSolution, RowSpec, solve_path
 from ..convex.solvers import GroupPenalty, RowProblem, escalate, merge_solutions, solve_certified
 from ..equilibrium import EquilibriumError
 from ..model import ImplicitModel
 from ..numerics import in_ball, inf_norm, predicted_labels
+from ..partitions import gather, is_partitioned
 from ..report import model_fields
 from ..robust.training import check_s_bound, s_bound_scaling, s_bound_weights
 from .driver import FitMethod, FitResult, Step, fit_function
 from .objective import TASKS, metrics
-from .options import CertifiedStepOptions, RowParallelOptions
-from .states import TeacherStates, teacher_states, train_teacher
+from .options import CertifiedStepOptions, PartitionOptions, RowParallelOptions
+from .partitioned import Samples, load, open_cluster, score, score_sums
+from .states import partition_states, rescale_into_ball, teacher_model, train_teacher
 
 FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso")
 SOLVERS = ("native", "SCS", "CLARABEL")
@@ -43,7 +45,7 @@ def _check_callable(fn):
 
 
 @dataclass
-class SimOptions(RowParallelOptions, CertifiedStepOptions):
+class SimOptions(RowParallelOptions, CertifiedStepOptions, PartitionOptions):
     """Everything `fit_sim` needs besides the data, validated once."""
 
     kappa: float = option(0.99, low=0, high=1, open_low=True, open_high=True, section="model",
@@ -72,7 +74,9 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions):
     extra: object = option(None, kind="any", section="python", check_value=_check_callable,
                            help="extra(w, row) → (cvxpy penalty, constraints) added to every row")
     threshold: float = option(1e-8, low=0, help="weights below this are set to 0 after the fit")
-    chunk_size: int | None = option(None, kind="int", low=1, help="rows per chunk of the Gram sums")
+    chunk_size: int | None = option(None, kind="int", low=1,
+                                    help="rows per partition of the Gram sums in memory "
+                                         "(null: run.partitions)")
     tol: float = option(1e-9, low=0, open_low=True, help="relative duality-gap tolerance of the rows")
     U_test: object = option(None, kind="any", section="python",
                             help="test inputs for the reported test metrics (model and teacher)")
@@ -94,6 +98,9 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions):
                              "column-group norms over states); got group_lam=0")
         if (self.U_test is None) != (self.Y_test is None):
             raise ValueError("give both U_test and Y_test (or neither)")
+        if self.formulation == "equality" and self.data_backend != "memory":
+            raise ValueError("formulation 'equality' is solved on the raw samples in one process: "
+                             "use run.data_backend 'memory'")
 
     @property
     def uses_cvxpy(self) -> bool:
@@ -126,10 +133,9 @@ def _row_spec(n: int, p: int, lam: float, balls: list) -> RowSpec:
     return RowSpec(penalty=penalty, free=[n + p], balls=balls)
 
 
-def _gram(opts: SimOptions, R, T):
+def _ridge(opts: SimOptions, stats: GramStats) -> GramStats:
     """Gram statistics with the elastic-net ridge l2‖w‖² folded in on the weights only (the bias,
     the last coordinate, is never penalized)."""
-    stats = gram_stats(R, T, chunk_size=opts.chunk_size)
     if opts.l2:
         stats.G = stats.G + np.diag(np.r_[np.full(stats.d - 1, opts.l2), 0.0])
     return stats
@@ -151,10 +157,10 @@ def cd_spec(opts: SimOptions, n: int, p: int, lam: float | None = None) -> RowSp
     return _row_spec(n, p, opts.lam if lam is None else lam, balls)
 
 
-def _solve(opts: SimOptions, R, T, spec: RowSpec, warm=None, label="rows", progress=False) -> RowSolution:
-    """One stage's rows, certified by the solver chain of `opts` (RowFitError otherwise); a
-    progress bar over row batches if asked."""
-    stats = _gram(opts, R, T)
+def _solve(run: _Run, stats: GramStats, spec: RowSpec, warm=None, label="rows") -> RowSolution:
+    """One stage's rows on reduced statistics, certified by the solver chain of the options
+    (RowFitError otherwise); a progress bar over row batches if asked."""
+    opts, progress = run.opts, run.progress
     batches = [np.arange(stats.k)]
     if progress and stats.k > 1:
         from tqdm.auto import tqdm
@@ -164,8 +170,7 @@ def _solve(opts: SimOptions, R, T, spec: RowSpec, warm=None, label="rows", progr
     start = time.perf_counter()
     problem = RowProblem(stats, spec, extra=opts.extra)
     kw = dict(tol=opts.row_tol, chain=opts.chain, step=f"SIM {label}",
-              accept_uncertified=opts.accept_uncertified, n_jobs=opts.n_jobs,
-              backend=opts.backend, address=opts.address)
+              accept_uncertified=opts.accept_uncertified, **run.row_parallel)
     sols = [solve_certified(problem, rows=rows, warm_start=None if warm is None else warm[rows], **kw)
             for rows in batches]
     if len(sols) == 1:
@@ -208,41 +213,98 @@ def _teacher_params(teacher, model: ImplicitModel) -> int:
     return model.nnz
 
 
+# ---- per-partition work (runs where the partition lives) --------------------------------------
+def _ab_part(item, teacher: ImplicitModel, with_outputs: bool, task: str, classes):
+    """Gram sums of [X, U, 1] → Z (and Ŷ for the group lasso) from the teacher's states of one
+    partition, and the teacher's score sums on its targets (None without targets)."""
+    U, Y = load(item)
+    ts = partition_states(teacher, U)
+    T = np.hstack([ts.Z, ts.Yhat]) if with_outputs else ts.Z
+    teacher_score = None if Y is None else score_sums(ts.Yhat, _target(Y, task, classes), task)
+    return gram_sums(_regressors(ts.X, U), T), teacher_score
+
+
+def _cd_part(item, teacher: ImplicitModel, inner: ImplicitModel, include_D: bool, scaling, kappa):
+    """Gram sums of [X', U, 1] (scaled for ‖S‖_∞ ≤ s) → the teacher's outputs, X' the
+    equilibrium of the fitted (A, B, b_x) on the partition's inputs."""
+    U, _ = load(item)
+    X_new, _ = _equilibrium(inner, U, kappa)
+    R = _regressors(X_new, U if include_D else None)
+    R = R if scaling is None else scaling.features(R)
+    return gram_sums(R, partition_states(teacher, U).Yhat)
+
+
+def _eval_part(item, teacher: ImplicitModel, model: ImplicitModel, kappa, task: str, classes):
+    """Score sums of the fitted model on the targets (None without) and on the teacher's labels /
+    outputs, and its equilibrium residual, on one partition."""
+    U, Y = load(item)
+    X_new, info = _equilibrium(model, U, kappa)
+    Yhat, Yref = model.output(X_new, U), partition_states(teacher, U).Yhat
+    ref = predicted_labels(Yref) if task == TASKS[0] else Yref
+    own = None if Y is None else score_sums(Yhat, _target(Y, task, classes), task)
+    return own, score_sums(Yhat, ref, task), float(info.residual)
+
+
+def _target(Y, task, classes):
+    return _encode(Y, classes) if task == TASKS[0] else Y
+
+
 # ---- the pipeline --------------------------------------------------------------------------
 @dataclass
 class _Run:
-    """Shared state of a fit (or of a λ path): teacher states, data, timings."""
+    """Shared state of a fit (or of a λ path): the (rescaled) teacher, the partitioned samples,
+    the reduced statistics of the (A, B) rows, timings."""
 
-    ts: TeacherStates
+    teacher: ImplicitModel
+    rescaled: bool
+    samples: Samples
     opts: SimOptions
     task: str
     teacher_params: int
-    Y: np.ndarray | None
+    has_targets: bool
     classes: list | None
+    stats_ab: GramStats
+    teacher_score: float | None
+    row_parallel: dict
     progress: bool = False
     phases: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
-        return self.ts.Z.shape[1]
+        return self.teacher.n_states
 
     @property
     def p(self) -> int:
-        return self.ts.U.shape[1]
+        return self.teacher.n_inputs
+
+    @property
+    def q(self) -> int:
+        return self.teacher.n_outputs
 
 
-def _start(U, Y, opts: SimOptions, task: str, seed=None, progress=False) -> _Run:
+def _start(U, Y, opts: SimOptions, task: str, cluster, seed=None, progress=False) -> _Run:
+    """Teacher (trained if not given), rescaled into the κ-ball; one pass over the partitions for
+    the (A, B) Gram statistics of its states."""
     t0 = time.perf_counter()
     teacher = opts.teacher
     if teacher is None:
         if Y is None:
             raise ValueError("SIM without a teacher trains one on (U, Y): give Y or a teacher")
+        if is_partitioned(U):
+            raise ValueError("SIM trains its default MLP teacher in memory: for partitioned data "
+                             "(files, shards, dask arrays) give a fitted teacher")
         teacher = train_teacher(U, Y, task, opts.teacher_hidden, opts.teacher_max_iter, seed)
-    ts = teacher_states(teacher, U, opts.kappa)
-    if Y is not None and len(Y) != ts.U.shape[0]:
-        raise ValueError(f"Y has {len(Y)} rows but U has {ts.U.shape[0]}: one target per sample")
-    classes = ts.model.metadata.get("classes") if task == "classification" else None
-    run = _Run(ts, opts, task, _teacher_params(teacher, ts.model), Y, classes, progress)
+    model, rescaled = rescale_into_ball(teacher_model(teacher), opts.kappa)
+    if Y is not None and not is_partitioned(U) and len(Y) != len(U):
+        raise ValueError(f"Y has {len(Y)} rows but U has {len(U)}: one target per sample")
+    samples = Samples.of(cluster, U, Y, opts, rows=None if opts.partitions else opts.chunk_size)
+    classes = model.metadata.get("classes") if task == "classification" else None
+    sums = samples.map(_ab_part, model, opts.formulation == "group_lasso", task, classes)
+    has_targets = sums[0][1] is not None
+    run = _Run(model, rescaled, samples, opts, task, _teacher_params(teacher, model), has_targets,
+               classes, _ridge(opts, reduce_gram(s[0] for s in sums)),
+               score([s[1] for s in sums], task) if has_targets else None,
+               cluster.row_parallel(opts.backend, opts.n_jobs, opts.address), progress)
     run.phases["teacher_states"] = time.perf_counter() - t0
     return run
 
@@ -259,30 +321,31 @@ class _ABFit:
 def _fit_ab(run: _Run, lam=None) -> _ABFit:
     """Rows of (A, B, b_x) on [X, U, 1] → Z (the teacher's pre-activations)."""
     t0 = time.perf_counter()
-    ts, opts = run.ts, run.opts
-    spec, R = ab_spec(opts, run.n, run.p, lam), _regressors(ts.X, ts.U)
+    opts = run.opts
+    spec = ab_spec(opts, run.n, run.p, lam)
     dead = np.zeros(0, dtype=int)
     if opts.formulation == "equality":  # no strictly feasible point in Gram form: raw constraints
-        problem = RowProblem(_gram(opts, R, ts.Z), spec, raw=(R, ts.Z))
+        U, _ = gather(run.samples.parts)
+        ts = partition_states(run.teacher, U)
+        problem = RowProblem(run.stats_ab, spec, raw=(_regressors(ts.X, U), ts.Z))
         sol = solve_certified(problem, tol=opts.row_tol, chain=("equality",), step="SIM A,B rows",
                               accept_uncertified=opts.accept_uncertified)
         record = _stage("A,B", sol)
     elif opts.formulation == "group_lasso":
-        sol, dead, record = _group_lasso(run, spec, R)
+        sol, dead, record = _group_lasso(run, spec)
     else:
-        sol = _solve(opts, R, ts.Z, spec, label="A,B rows", progress=run.progress)
+        sol = _solve(run, run.stats_ab, spec, label="A,B rows")
         record = _stage("A,B", sol)
     run.phases["fit_AB"] = run.phases.get("fit_AB", 0.0) + time.perf_counter() - t0
     return _ABFit(sol, dead, record)
 
 
-def _group_lasso(run: _Run, spec: RowSpec, R):
+def _group_lasso(run: _Run, spec: RowSpec):
     """Rows of (A, B) and of (C, D) fitted jointly on the teacher states with the column-group
     penalty group_lam·Σ_j ‖(A; C)[:, j]‖_2 (architecture optimisation: it deletes whole states);
     states whose column vanishes are dead. Returns the (A, B, b_x) rows, the dead states, the record."""
-    ts, opts, n = run.ts, run.opts, run.n
-    stats = _gram(opts, R, np.hstack([ts.Z, ts.Yhat]))
-    k_ab = ts.Z.shape[1]
+    opts, n, stats = run.opts, run.n, run.stats_ab
+    k_ab = n
     group = GroupPenalty(opts.group_lam, np.arange(n), np.arange(k_ab, stats.k), _DEAD_COLUMN)
     sol = solve_certified(RowProblem(stats, spec, group=group), tol=opts.row_tol,
                           chain=("group_lasso",), step="SIM group lasso",
@@ -300,34 +363,32 @@ def _group_lasso(run: _Run, spec: RowSpec, R):
 
 
 def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult, RowSolution]:
-    """Threshold (A, B, b_x), drop dead states, solve X', fit (C, D, b_y), check, summarize."""
-    ts, opts, n, p = run.ts, run.opts, run.n, run.p
+    """Threshold (A, B, b_x), drop dead states, a pass for the (C, D) Gram statistics on the new
+    equilibrium, fit (C, D, b_y), a pass for the metrics, check, summarize."""
+    opts, n, p, q = run.opts, run.n, run.p, run.q
     phases = dict(run.phases)
     t0 = time.perf_counter()
     alive = np.setdiff1d(np.arange(n), ab.dead)
     W_ab = _threshold(ab.sol.W, opts.threshold)[alive]
     A, B, b_x = W_ab[:, alive], W_ab[:, n:n + p], W_ab[:, -1]
-    activation = ts.model.activation if alive.size == n else ts.model.activation.subset(alive)
-    n_new, q = alive.size, ts.Yhat.shape[1]
+    activation = run.teacher.activation if alive.size == n else run.teacher.activation.subset(alive)
+    n_new = alive.size
     inner = ImplicitModel(A, B, np.zeros((q, n_new)), np.zeros((q, p)), b_x, None, activation)
     if not in_ball(A, opts.kappa):
         raise RuntimeError(f"fitted A has ‖A‖_∞ = {inf_norm(A):.17g} > κ = {opts.kappa}: the "
                            "row solver returned a point outside the ball")
-    X_new, info = _equilibrium(inner, ts.U, opts.kappa)
-    phases["equilibrium"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    U_cd = ts.U if opts.include_D else None
     p_cd = p if opts.include_D else 0
-    R_cd, spec_cd, scaling = _regressors(X_new, U_cd), cd_spec(opts, n_new, p_cd, lam), None
+    spec_cd, scaling = cd_spec(opts, n_new, p_cd, lam), None
     if opts.s_bound is not None:  # ‖S‖_∞ ≤ s: a weighted ℓ1 ball, solved scaled (robust/training)
         scaling = s_bound_scaling(s_bound_weights(inner, opts.include_D), opts.s_bound)
-        R_cd = scaling.features(R_cd)
         spec_cd = RowSpec(penalty=scaling.penalty(spec_cd.penalty), free=spec_cd.free,
                           balls=[scaling.ball])
         warm_cd = None if warm_cd is None else scaling.to_scaled(warm_cd)
-    sol_cd = _solve(opts, R_cd, ts.Yhat, spec_cd, warm=warm_cd, label="C,D rows",
-                    progress=run.progress)
+    sums = run.samples.map(_cd_part, run.teacher, inner, opts.include_D, scaling, opts.kappa)
+    phases["equilibrium"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sol_cd = _solve(run, _ridge(opts, reduce_gram(sums)), spec_cd, warm=warm_cd, label="C,D rows")
     if scaling is not None:
         sol_cd.W = scaling.from_scaled(sol_cd.W)
     W_cd = _threshold(sol_cd.W, opts.threshold)
@@ -344,8 +405,10 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
     if run.classes is not None:
         metadata["classes"] = list(run.classes)
     model = ImplicitModel(A, B, C, D, b_x, W_cd[:, -1], activation, metadata)
-    Yhat_train = model.output(X_new, ts.U)
-    summary = _summary(run, model, info, Yhat_train, ab.sol, sol_cd, phases)
+    t0 = time.perf_counter()
+    train = run.samples.map(_eval_part, run.teacher, model, opts.kappa, run.task, run.classes)
+    phases["evaluate_train"] = time.perf_counter() - t0
+    summary = _summary(run, model, train, ab.sol, sol_cd, phases)
     summary["dead_states"] = ab.dead.tolist()
     if opts.s_bound is not None:
         summary["sensitivity_inf_norm"] = check_s_bound(model, opts.s_bound)
@@ -380,11 +443,12 @@ def _max_gap(*sols: RowSolution) -> float | None:
     return float(gaps.max()) if gaps.size else None
 
 
-def _summary(run: _Run, model, info, Yhat_train, sol_ab, sol_cd, phases) -> dict:
-    ts, opts, task = run.ts, run.opts, run.task
+def _summary(run: _Run, model, train: list, sol_ab, sol_cd, phases) -> dict:
+    """The report of a fit; `train` holds the per-partition results of _eval_part."""
+    opts, task = run.opts, run.task
     key = "accuracy" if task == "classification" else "rmse"
     out = model_fields(model)
-    out["equilibrium_residual"] = float(info.residual)
+    out["equilibrium_residual"] = max(r[2] for r in train)
     out.update(
         method="sim", task=task, formulation=opts.formulation,
         teacher_params=run.teacher_params,
@@ -393,18 +457,18 @@ def _summary(run: _Run, model, info, Yhat_train, sol_ab, sol_cd, phases) -> dict
         certificate="duality gap" if opts.formulation in ("l1", "elastic_net", "robust")
         and opts.extra is None else "solver status",
         rows_escalated=sum(s.to_dict()["rows_escalated"] for s in (sol_ab, sol_cd)),
-        teacher_rescaled=ts.rescaled, teacher_n_states=int(ts.Z.shape[1]),
-        train_agreement_with_teacher=_agreement(Yhat_train, ts.Yhat, task),
+        teacher_rescaled=run.rescaled, teacher_n_states=run.n,
+        train_agreement_with_teacher=score([r[1] for r in train], task),
+        samples=run.samples.m, partitions=len(run.samples.rows), data_backend=opts.data_backend,
     )
-    out[f"train_{key}"] = None if run.Y is None else _metric(Yhat_train, run.Y, task, run.classes)
-    out[f"teacher_train_{key}"] = (None if run.Y is None
-                                   else _metric(ts.Yhat, run.Y, task, run.classes))
+    out[f"train_{key}"] = score([r[0] for r in train], task) if run.has_targets else None
+    out[f"teacher_train_{key}"] = run.teacher_score
     out[f"teacher_{key}"] = out[f"teacher_train_{key}"]
     out[f"test_{key}"] = None
     if opts.U_test is not None:
         t0 = time.perf_counter()
         Yhat_test = model.predict(opts.U_test)
-        teacher_test = ts.model.predict(opts.U_test)
+        teacher_test = run.teacher.predict(opts.U_test)
         out[f"test_{key}"] = _metric(Yhat_test, opts.Y_test, task, run.classes)
         out[f"teacher_{key}"] = _metric(teacher_test, opts.Y_test, task, run.classes)
         out["test_agreement_with_teacher"] = _agreement(Yhat_test, teacher_test, task)
@@ -429,6 +493,12 @@ class SimMethod(FitMethod):
     are data, so (A, B, b_x) and then (C, D, b_y) are certified convex row fits. Y is only used to
     train a default teacher and for the reported metrics: the fit matches the teacher's states and
     outputs. One step: the driver's loop runs once.
+
+    Data-parallel (run.data_backend, run.partitions): three passes over the row partitions — the
+    teacher's states and the (A, B) Gram sums; the new equilibrium and the (C, D) Gram sums; the
+    metrics — each partition loaded where it runs and dropped after, so a worker's peak memory is
+    O(partition rows × (n + p) + d²), independent of m; only (d × d), (d × k) sums travel.
+    U may be an array, a `.npy` path, a shard directory, a dask.array or a list of Parts.
     """
 
     name = "sim"
@@ -443,11 +513,17 @@ class SimMethod(FitMethod):
 
     def start(self, rng) -> SimState:
         d = self.data
-        self._run = _start(d.U, d.Y, self.opts, d.task, self.seed, self.progress)
-        return SimState(self._run.ts.model, rng, {}, [])
+        self._cluster = open_cluster(self.opts).__enter__()
+        try:
+            self._run = _start(d.U, d.Y, self.opts, d.task, self._cluster, self.seed, self.progress)
+        except BaseException:
+            self._cluster.__exit__(None, None, None)
+            raise
+        return SimState(self._run.teacher, rng, {}, [])
 
     def step(self, state: SimState) -> Step:
-        result = _complete(self._run, _fit_ab(self._run))[0]
+        with self._cluster:  # closed when the one step ends
+            result = _complete(self._run, _fit_ab(self._run))[0]
         record = {"stages": result.history, "uncertified": result.summary.pop("uncertified")}
         if not record["uncertified"]:
             record.pop("uncertified")
@@ -467,24 +543,22 @@ def sim_path(U, Y=None, *, task, lambdas, seed=None, **options) -> list[FitResul
     if opts.uses_cvxpy or opts.formulation in ("equality", "group_lasso"):
         raise ValueError(f"sim_path runs the native solver on formulations l1, elastic_net, "
                          f"robust; got solver={opts.solver!r}, formulation={opts.formulation!r}")
-    run = _start(U, Y, opts, task, seed)
-    t0 = time.perf_counter()
-    ts = run.ts
-    stats = _gram(opts, _regressors(ts.X, ts.U), ts.Z)
-    spec = ab_spec(opts, run.n, run.p)
-    par = dict(n_jobs=opts.n_jobs, backend=opts.backend, address=opts.address)
-    sols = [escalate(RowProblem(stats, spec.with_penalty(float(lam))), sol, tol=opts.tol,
-                     chain=opts.chain, step=f"SIM A,B rows (λ = {lam:g})",
-                     accept_uncertified=opts.accept_uncertified, **par)
-            for lam, sol in zip(lambdas, solve_path(stats, spec, [float(v) for v in lambdas],
-                                                    tol=opts.tol), strict=True)]
-    run.phases["fit_AB_path"] = time.perf_counter() - t0
-    results, warm = [], None
-    for lam, sol_ab in zip(lambdas, sols, strict=True):
-        ab = _ABFit(sol_ab, np.zeros(0, dtype=int), _stage("A,B", sol_ab))
-        result, sol_cd = _complete(run, ab, float(lam), warm)
-        result.summary.pop("uncertified")
-        results.append(FitResult(result.model, [{"iteration": 0, "stages": result.history}],
-                                 result.summary))
-        warm = sol_cd.W
+    with open_cluster(opts) as cluster:
+        run = _start(U, Y, opts, task, cluster, seed)
+        t0 = time.perf_counter()
+        stats, spec = run.stats_ab, ab_spec(opts, run.n, run.p)
+        sols = [escalate(RowProblem(stats, spec.with_penalty(float(lam))), sol, tol=opts.tol,
+                         chain=opts.chain, step=f"SIM A,B rows (λ = {lam:g})",
+                         accept_uncertified=opts.accept_uncertified, **run.row_parallel)
+                for lam, sol in zip(lambdas, solve_path(stats, spec, [float(v) for v in lambdas],
+                                                        tol=opts.tol), strict=True)]
+        run.phases["fit_AB_path"] = time.perf_counter() - t0
+        results, warm = [], None
+        for lam, sol_ab in zip(lambdas, sols, strict=True):
+            ab = _ABFit(sol_ab, np.zeros(0, dtype=int), _stage("A,B", sol_ab))
+            result, sol_cd = _complete(run, ab, float(lam), warm)
+            result.summary.pop("uncertified")
+            results.append(FitResult(result.model, [{"iteration": 0, "stages": result.history}],
+                                     result.summary))
+            warm = sol_cd.W
     return results

@@ -91,14 +91,22 @@ def teacher_states(teacher, U, kappa: float | None = None) -> TeacherStates:
     states are those of the rescaled teacher (what the SIM rows are fitted to).
     """
     model = teacher_model(teacher)
-    U = model.check_inputs(U)
     rescaled = False
     if kappa is not None:
         model, rescaled = rescale_into_ball(model, kappa)
+    states = partition_states(model, U)
+    states.rescaled = rescaled
+    return states
+
+
+def partition_states(model: ImplicitModel, U) -> TeacherStates:
+    """(Z, X, Ŷ) of a feed-forward teacher `model` (as from teacher_model, already rescaled) on
+    the rows U: the per-partition part of teacher_states."""
+    U = model.check_inputs(U)
     X_eq = model.equilibrium(U)
     Z = X_eq @ model.A.T + U @ model.B.T + model.b_x
     X = model.phi(Z)  # exact for a feed-forward A: the level sweep already solved it
     gap = float(np.max(np.abs(X - X_eq), initial=0.0))
     if gap > 1e-9 * max(1.0, float(np.max(np.abs(X), initial=0.0))):
         raise RuntimeError(f"teacher states are not a fixed point (max |φ(Z) − X| = {gap:.3g})")
-    return TeacherStates(U, Z, X, model.output(X, U), model, rescaled)
+    return TeacherStates(U, Z, X, model.output(X, U), model, False)
