@@ -4,6 +4,12 @@ Teacher states (U, Z, X, Ŷ) are data, so the weights are fitted row by row with
 engine: rows of (A, B, b_x) on regressors [X, U, 1] with targets Z and ‖a_i‖_1 ≤ κ; then the new
 model's equilibrium X' on the training inputs; then rows of (C, D, b_y) on [X', U, 1] with targets
 the teacher's outputs Ŷ (state matching of the outputs).
+
+Architecture formulations (paper §5): `group_lasso` (column norms of (A; C): deletes states),
+`input_selection` (column norms of (B; D): deletes inputs) — both one coupled problem over the
+rows of (A, B) and (C, D), certified by its own duality gap (convex/group.py) — and `low_rank`
+(A = L Rᵀ of rank r: R from the truncated SVD of the l1 fit, columns scaled to unit ℓ1 norm, then
+the rows of (L, B, b_x) refitted on [XR, U, 1] with ‖l_i‖_1 ≤ κ, which gives ‖a_i‖_1 ≤ κ).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from .objective import TASKS, metrics
 from .options import CertifiedStepOptions, RowParallelOptions
 from .states import TeacherStates, teacher_states, train_teacher
 
-FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso")
+FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso", "input_selection", "low_rank")
+GROUP_FORMULATIONS = ("group_lasso", "input_selection")
 SOLVERS = ("native", "SCS", "CLARABEL")
 _PROGRESS_BATCHES = 20
 _DEAD_COLUMN = 1e-6  # a state is dead when its column of (A; C) has ℓ2 norm below this
@@ -57,7 +64,8 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions):
     teacher_max_iter: int = option(300, low=1, help="training iterations of the MLP teacher")
     formulation: str = option("l1", choices=FORMULATIONS,
                               help="l1 | elastic_net (needs l2) | equality | robust (beta/gamma) | "
-                                   "group_lasso (needs group_lam)")
+                                   "group_lasso, input_selection (need group_lam) | low_rank "
+                                   "(needs rank)")
     lam: float = option(1e-3, low=0, estimator="lam_l1", help="ℓ1 weight λ of every row problem")
     l2: float = option(0.0, low=0, estimator="lam_l2", help="ridge weight of elastic_net")
     beta: float | None = option(None, kind="float", low=0, open_low=True,
@@ -66,7 +74,10 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions):
                                  help="robust: ‖c_i‖_1 + ‖d_i‖_1 ≤ γ on the rows of (C, D)")
     s_bound: float | None = option(None, kind="float", low=0, open_low=True,
                                    help="the (C, D) refit keeps ‖S‖_∞ ≤ s_bound (Thm 4.3)")
-    group_lam: float = option(0.0, low=0, help="group_lasso: weight of the column norms of (A; C)")
+    group_lam: float = option(0.0, low=0, help="group_lasso: weight of the column norms of (A; C) "
+                                                "(deletes states); input_selection: of (B; D) "
+                                                "(deletes inputs)")
+    rank: int | None = option(None, kind="int", low=1, help="low_rank: the rank r of A = L Rᵀ")
     solver: str = option("native", choices=SOLVERS,
                          help="native (certified active set, Clarabel for rows it leaves) | SCS | CLARABEL")
     extra: object = option(None, kind="any", section="python", check_value=_check_callable,
@@ -89,9 +100,11 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions):
         if self.s_bound is not None and self.formulation == "robust" and self.gamma is not None:
             raise ValueError("s_bound (‖S‖_∞ ≤ s) and gamma (‖c_i‖_1 + ‖d_i‖_1 ≤ γ) both "
                              "constrain the (C, D) rows; give one of them")
-        if self.formulation == "group_lasso" and self.group_lam <= 0:
-            raise ValueError("formulation 'group_lasso' needs group_lam > 0 (the weight of the "
-                             "column-group norms over states); got group_lam=0")
+        if self.formulation in GROUP_FORMULATIONS and self.group_lam <= 0:
+            raise ValueError(f"formulation {self.formulation!r} needs group_lam > 0 (the weight of "
+                             "the column-group norms); got group_lam=0")
+        if self.formulation == "low_rank" and self.rank is None:
+            raise ValueError("formulation 'low_rank' needs rank (the rank r of A = L Rᵀ), e.g. rank=8")
         if (self.U_test is None) != (self.Y_test is None):
             raise ValueError("give both U_test and Y_test (or neither)")
 
@@ -249,11 +262,14 @@ def _start(U, Y, opts: SimOptions, task: str, seed=None, progress=False) -> _Run
 
 @dataclass
 class _ABFit:
-    """The (A, B, b_x) stage: its rows, the stage objective, dead states, history record."""
+    """The (A, B, b_x) stage: its rows, the stage objective, dead states and inputs, history
+    record; for low_rank the factors (L, R) of A = L Rᵀ."""
 
     sol: RowSolution
     dead: np.ndarray
     record: dict
+    dead_inputs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    factors: tuple | None = None
 
 
 def _fit_ab(run: _Run, lam=None) -> _ABFit:
@@ -261,42 +277,107 @@ def _fit_ab(run: _Run, lam=None) -> _ABFit:
     t0 = time.perf_counter()
     ts, opts = run.ts, run.opts
     spec, R = ab_spec(opts, run.n, run.p, lam), _regressors(ts.X, ts.U)
-    dead = np.zeros(0, dtype=int)
     if opts.formulation == "equality":  # no strictly feasible point in Gram form: raw constraints
         problem = RowProblem(_gram(opts, R, ts.Z), spec, raw=(R, ts.Z))
         sol = solve_certified(problem, tol=opts.row_tol, chain=("equality",), step="SIM A,B rows",
                               accept_uncertified=opts.accept_uncertified)
-        record = _stage("A,B", sol)
-    elif opts.formulation == "group_lasso":
-        sol, dead, record = _group_lasso(run, spec, R)
+        fit = _ABFit(sol, np.zeros(0, dtype=int), _stage("A,B", sol))
+    elif opts.formulation in GROUP_FORMULATIONS:
+        fit = _group_lasso(run, spec, R)
     else:
         sol = _solve(opts, R, ts.Z, spec, label="A,B rows", progress=run.progress)
-        record = _stage("A,B", sol)
+        fit = _ABFit(sol, np.zeros(0, dtype=int), _stage("A,B", sol))
+        if opts.formulation == "low_rank":
+            fit = _low_rank(run, fit, lam)
     run.phases["fit_AB"] = run.phases.get("fit_AB", 0.0) + time.perf_counter() - t0
-    return _ABFit(sol, dead, record)
+    return fit
 
 
-def _group_lasso(run: _Run, spec: RowSpec, R):
+def _group_lasso(run: _Run, spec: RowSpec, R) -> _ABFit:
     """Rows of (A, B) and of (C, D) fitted jointly on the teacher states with the column-group
-    penalty group_lam·Σ_j ‖(A; C)[:, j]‖_2 (architecture optimisation: it deletes whole states);
-    states whose column vanishes are dead. Returns the (A, B, b_x) rows, the dead states, the record."""
-    ts, opts, n = run.ts, run.opts, run.n
+    penalty group_lam·Σ_j ‖W[:, j]‖_2 over the state columns (A; C) (group_lasso: deletes whole
+    states) or the input columns (B; D) (input_selection: deletes inputs); columns that vanish
+    are dead. One coupled problem, certified by its duality gap (native ADMM, then Clarabel)."""
+    ts, opts, n, p = run.ts, run.opts, run.n, run.p
     stats = _gram(opts, R, np.hstack([ts.Z, ts.Yhat]))
     k_ab = ts.Z.shape[1]
-    group = GroupPenalty(opts.group_lam, np.arange(n), np.arange(k_ab, stats.k), _DEAD_COLUMN)
+    states = opts.formulation == "group_lasso"
+    columns = np.arange(n) if states else np.arange(n, n + p)
+    group = GroupPenalty(opts.group_lam, columns, np.arange(k_ab, stats.k), _DEAD_COLUMN)
     sol = solve_certified(RowProblem(stats, spec, group=group), tol=opts.row_tol,
-                          chain=("group_lasso",), step="SIM group lasso",
+                          chain=("group_native", "group_lasso"), step=f"SIM {opts.formulation}",
                           accept_uncertified=opts.accept_uncertified)
-    dead = np.asarray(sol.info["dead_columns"], dtype=int)
-    penalty = opts.group_lam * np.linalg.norm(sol.W[:, :n], axis=0).sum()
-    record = {"phase": "A,B + C,D (group lasso)", **sol.to_dict(),
-              "objective": float(np.sum(sol.objective) + penalty),
-              "row_objectives": np.asarray(sol.objective).tolist(), "dead_states": dead.tolist()}
+    dead = columns[np.linalg.norm(sol.W[:, columns], axis=0) <= _DEAD_COLUMN]
+    penalty = opts.group_lam * np.linalg.norm(sol.W[:, columns], axis=0).sum()
+    key = "dead_states" if states else "dead_inputs"
+    record = {"phase": f"A,B + C,D ({opts.formulation})", **sol.to_dict(),
+              "objective": float(np.sum(sol.objective) + penalty), "duality_gap": sol.max_gap,
+              "row_objectives": np.asarray(sol.objective).tolist(), key: (dead - columns[0]).tolist()}
     rows = np.arange(k_ab)
     ab = RowSolution(sol.W[rows], sol.objective[rows], sol.gap[rows],
                      [sol.status[i] for i in rows], sol.iterations[rows], sol.seconds, rows,
                      None if sol.escalated is None else sol.escalated[rows], sol.solver)
-    return ab, dead, record
+    if states:
+        return _ABFit(ab, dead, record)
+    return _ABFit(ab, np.zeros(0, dtype=int), record, dead_inputs=dead - n)
+
+
+def _low_rank(run: _Run, full: _ABFit, lam=None) -> _ABFit:
+    """A = L Rᵀ of rank r: R = the top r right singular vectors of the fitted A, each column
+    scaled to unit ℓ1 norm, so ‖a_i‖_1 ≤ Σ_k |L_ik|‖R_:k‖_1 = ‖l_i‖_1 ≤ κ; the rows of
+    (L, B, b_x) are then a certified row problem on [XR, U, 1] with the κ-ball on l_i."""
+    ts, opts, n, p = run.ts, run.opts, run.n, run.p
+    r = min(int(opts.rank), n)
+    _, _, Vt = np.linalg.svd(full.sol.W[:, :n])
+    Rf = Vt[:r].T
+    Rf = Rf / np.maximum(np.abs(Rf).sum(axis=0), 1e-300)
+    spec = ab_spec(opts, r, p, lam)
+    sol = _solve(opts, _regressors(ts.X @ Rf, ts.U), ts.Z, spec, label="L,B rows",
+                 progress=run.progress)
+    L = _threshold(sol.W, opts.threshold)[:, :r]
+    sol.W = np.column_stack([L @ Rf.T, sol.W[:, r:]])
+    record = {**_stage("L,B (rank " + str(r) + ")", sol), "rank": r}
+    return _ABFit(sol, np.zeros(0, dtype=int), record, factors=(L, Rf))
+
+
+def _ab_weights(ab: _ABFit, n: int, p: int, threshold: float):
+    """(A, B, b_x, alive states, kept inputs) of the (A, B) stage: weights below `threshold` set
+    to 0, dead states dropped, dead inputs' columns of B zeroed; A = L Rᵀ exactly for low_rank."""
+    alive = np.setdiff1d(np.arange(n), ab.dead)
+    kept = np.setdiff1d(np.arange(p), ab.dead_inputs)
+    W_ab = _threshold(ab.sol.W, threshold)[alive]
+    A, B, b_x = W_ab[:, alive], W_ab[:, n:n + p].copy(), W_ab[:, -1]
+    if ab.factors is not None:
+        A = ab.factors[0] @ ab.factors[1].T
+    B[:, ab.dead_inputs] = 0.0
+    return A, B, b_x, alive, kept
+
+
+def _fit_cd(run: _Run, inner: ImplicitModel, X_new, kept, lam, warm_cd):
+    """Rows of (C, D, b_y) on [X', U_kept, 1] → Ŷ (D = 0 without include_D; zero columns for
+    dropped inputs), with the (C, D) balls or ‖S‖_∞ ≤ s_bound. Returns (C, D, b_y, RowSolution)."""
+    ts, opts, p = run.ts, run.opts, run.p
+    n_new, q = inner.n_states, ts.Yhat.shape[1]
+    U_cd = ts.U[:, kept] if opts.include_D else None
+    p_cd = kept.size if opts.include_D else 0
+    R_cd, spec_cd, scaling = _regressors(X_new, U_cd), cd_spec(opts, n_new, p_cd, lam), None
+    if opts.s_bound is not None:  # ‖S‖_∞ ≤ s: a weighted ℓ1 ball, solved scaled (robust/training)
+        weights = s_bound_weights(inner, opts.include_D)
+        weights = np.concatenate([weights[:n_new], weights[n_new:][kept]]) if opts.include_D else weights
+        scaling = s_bound_scaling(weights, opts.s_bound)
+        R_cd = scaling.features(R_cd)
+        spec_cd = RowSpec(penalty=scaling.penalty(spec_cd.penalty), free=spec_cd.free,
+                          balls=[scaling.ball])
+        warm_cd = None if warm_cd is None else scaling.to_scaled(warm_cd)
+    sol_cd = _solve(opts, R_cd, ts.Yhat, spec_cd, warm=warm_cd, label="C,D rows",
+                    progress=run.progress)
+    if scaling is not None:
+        sol_cd.W = scaling.from_scaled(sol_cd.W)
+    W_cd = _threshold(sol_cd.W, opts.threshold)
+    D = np.zeros((q, p))
+    if opts.include_D:
+        D[:, kept] = W_cd[:, n_new:n_new + p_cd]
+    return W_cd[:, :n_new], D, W_cd[:, -1], sol_cd
 
 
 def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult, RowSolution]:
@@ -304,9 +385,7 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
     ts, opts, n, p = run.ts, run.opts, run.n, run.p
     phases = dict(run.phases)
     t0 = time.perf_counter()
-    alive = np.setdiff1d(np.arange(n), ab.dead)
-    W_ab = _threshold(ab.sol.W, opts.threshold)[alive]
-    A, B, b_x = W_ab[:, alive], W_ab[:, n:n + p], W_ab[:, -1]
+    A, B, b_x, alive, kept = _ab_weights(ab, n, p, opts.threshold)
     activation = ts.model.activation if alive.size == n else ts.model.activation.subset(alive)
     n_new, q = alive.size, ts.Yhat.shape[1]
     inner = ImplicitModel(A, B, np.zeros((q, n_new)), np.zeros((q, p)), b_x, None, activation)
@@ -317,36 +396,24 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
     phases["equilibrium"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    U_cd = ts.U if opts.include_D else None
-    p_cd = p if opts.include_D else 0
-    R_cd, spec_cd, scaling = _regressors(X_new, U_cd), cd_spec(opts, n_new, p_cd, lam), None
-    if opts.s_bound is not None:  # ‖S‖_∞ ≤ s: a weighted ℓ1 ball, solved scaled (robust/training)
-        scaling = s_bound_scaling(s_bound_weights(inner, opts.include_D), opts.s_bound)
-        R_cd = scaling.features(R_cd)
-        spec_cd = RowSpec(penalty=scaling.penalty(spec_cd.penalty), free=spec_cd.free,
-                          balls=[scaling.ball])
-        warm_cd = None if warm_cd is None else scaling.to_scaled(warm_cd)
-    sol_cd = _solve(opts, R_cd, ts.Yhat, spec_cd, warm=warm_cd, label="C,D rows",
-                    progress=run.progress)
-    if scaling is not None:
-        sol_cd.W = scaling.from_scaled(sol_cd.W)
-    W_cd = _threshold(sol_cd.W, opts.threshold)
-    C = W_cd[:, :n_new]
-    D = W_cd[:, n_new:n_new + p] if opts.include_D else np.zeros((q, p))
+    C, D, b_y, sol_cd = _fit_cd(run, inner, X_new, kept, lam, warm_cd)
     phases["fit_CD"] = time.perf_counter() - t0
 
     metadata = {"kappa": opts.kappa, "method": "sim", "task": run.task,
                 "sim": {"formulation": opts.formulation, "lam": opts.lam if lam is None else lam,
                         "l2": opts.l2, "beta": opts.beta, "gamma": opts.gamma,
-                        "s_bound": opts.s_bound,
-                        "group_lam": opts.group_lam, "solver": opts.solver,
-                        "kept_states": alive.tolist()}}
+                        "s_bound": opts.s_bound, "group_lam": opts.group_lam, "rank": opts.rank,
+                        "solver": opts.solver, "kept_states": alive.tolist(),
+                        "kept_inputs": kept.tolist()}}
     if run.classes is not None:
         metadata["classes"] = list(run.classes)
-    model = ImplicitModel(A, B, C, D, b_x, W_cd[:, -1], activation, metadata)
+    model = ImplicitModel(A, B, C, D, b_x, b_y, activation, metadata)
     Yhat_train = model.output(X_new, ts.U)
     summary = _summary(run, model, info, Yhat_train, ab.sol, sol_cd, phases)
-    summary["dead_states"] = ab.dead.tolist()
+    summary.update(dead_states=ab.dead.tolist(), dead_inputs=ab.dead_inputs.tolist(),
+                   n_inputs_kept=int(kept.size))
+    if ab.factors is not None:
+        summary.update(rank=int(ab.factors[0].shape[1]), rank_A=int(np.linalg.matrix_rank(A)))
     if opts.s_bound is not None:
         summary["sensitivity_inf_norm"] = check_s_bound(model, opts.s_bound)
     summary["uncertified"] = [{"step": f"SIM {name} rows", "rows": sol.uncertified.tolist(),
@@ -390,8 +457,8 @@ def _summary(run: _Run, model, info, Yhat_train, sol_ab, sol_cd, phases) -> dict
         teacher_params=run.teacher_params,
         params_fraction_of_teacher=model.nnz / run.teacher_params,
         max_duality_gap=_max_gap(sol_ab, sol_cd),
-        certificate="duality gap" if opts.formulation in ("l1", "elastic_net", "robust")
-        and opts.extra is None else "solver status",
+        certificate="solver status" if opts.formulation == "equality" or opts.extra is not None
+        else "duality gap",
         rows_escalated=sum(s.to_dict()["rows_escalated"] for s in (sol_ab, sol_cd)),
         teacher_rescaled=ts.rescaled, teacher_n_states=int(ts.Z.shape[1]),
         train_agreement_with_teacher=_agreement(Yhat_train, ts.Yhat, task),
@@ -464,7 +531,7 @@ def sim_path(U, Y=None, *, task, lambdas, seed=None, **options) -> list[FitResul
     """`fit_sim` along a sequence of ℓ1 weights λ: one teacher run and Gram reduction, (A, B) rows
     by the warm-started `solve_path`, (C, D) rows warm-started from the previous λ."""
     opts = make_options(SimOptions, options, where="sim_path")
-    if opts.uses_cvxpy or opts.formulation in ("equality", "group_lasso"):
+    if opts.uses_cvxpy or opts.formulation in ("equality", "low_rank", *GROUP_FORMULATIONS):
         raise ValueError(f"sim_path runs the native solver on formulations l1, elastic_net, "
                          f"robust; got solver={opts.solver!r}, formulation={opts.formulation!r}")
     run = _start(U, Y, opts, task, seed)
