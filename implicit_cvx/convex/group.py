@@ -143,9 +143,8 @@ class _DualSearch:
         self.balls = []
         for idx, r in prob.balls:
             in_ball[np.ix_(rows, idx)] = True
-            self.balls.append((np.abs(V[np.ix_(rows, idx)]), V[np.ix_(rows, idx)],
-                               direction[np.ix_(rows, idx)], prob.lam[idx], skip[idx], r,
-                               idx[J[idx]], jpos[idx[J[idx]]], J[idx]))
+            self.balls.append((V[np.ix_(rows, idx)], direction[np.ix_(rows, idx)], prob.lam[idx],
+                               skip[idx], r, jpos[idx[J[idx]]]))
         self.rows = rows
         fixed = ~in_ball & ~J[None, :]  # |t·v| ≤ λ, no multiplier can help: a bound on t
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -156,7 +155,7 @@ class _DualSearch:
     def evaluate(self, t: float) -> tuple[float, float]:
         """(Σ ν·r, largest violation) at t; the point is dual feasible iff the violation ≤ 0."""
         cost, nuJ = 0.0, np.zeros_like(self.VJ)
-        for _, Vb, Db, lamb, skipb, r, _, jcols, inJ in self.balls:
+        for Vb, Db, lamb, skipb, r, jcols in self.balls:
             need = np.abs(t * Vb - Db) - lamb
             need[:, skipb] = 0.0
             nu = np.maximum(need, 0.0).max(axis=1, initial=0.0)
