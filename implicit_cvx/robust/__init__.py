@@ -17,7 +17,12 @@ from .certify import METHODS, CertifyResult, certify, input_box, margin_lower_bo
 from .importance import Importance, input_importance, model_importance, plot_importance
 from .loss import WorstCaseLoss, worst_case_loss, worst_case_loss_bounds
 from .sdp import SdpMargins, sdp_margin_lower_bounds
-from .sparse import SparseMargins, sparse_attack, sparse_closed_form_margins, sparse_margin_lower_bounds
+from .sparse import (
+    SparseMargins,
+    sparse_attack,
+    sparse_closed_form_margins,
+    sparse_margin_lower_bounds,
+)
 from .training import (
     check_s_bound,
     fit_output_layer_s_bounded,
