@@ -28,7 +28,7 @@ from ..convex.rows import RowSpec
 from ..convex.solvers import RowProblem, solve_certified, uncertified_record
 from ..gradients import implicit_adjoint
 from ..model import ImplicitModel
-from ..numerics import in_ball, inf_norm
+from ..numerics import in_ball, inf_norm, project_l1_ball_rows
 from ..robust.training import check_s_bound
 from .driver import FitMethod, FitResult, Step, fit_function
 from .init import init_model
@@ -56,6 +56,10 @@ class AdjointOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions
     lam_l2: float = option(0.0, low=0, estimator="lam_l2", help="squared ℓ2 penalty on A, B, C, D")
     s_bound: float | None = option(None, kind="float", low=0, open_low=True,
                                    help="every (C, D) step keeps ‖S‖_∞ ≤ s_bound (Thm 4.3)")
+    beta: float | None = option(None, kind="float", low=0, open_low=True,
+                                help="every (A, B) step keeps ‖b_i‖_1 ≤ β on the rows of B (the "
+                                     "initial B is projected there): with ‖A‖_∞ ≤ κ each state's "
+                                     "ℓ∞ gain from u is ≤ β/(1 − κ)")
     tol: float = option(1e-9, low=0, open_low=True,
                         help="relative duality-gap tolerance of the (A, B) row problems")
     output_tol: float = option(1e-8, low=0, open_low=True,
@@ -80,7 +84,7 @@ class StateStep:
     so the Gram statistics are formed once per outer iteration.
     """
 
-    def __init__(self, model, X, U, V, *, kappa, lam_l1, lam_l2, anchor_mu):
+    def __init__(self, model, X, U, V, *, kappa, lam_l1, lam_l2, anchor_mu, beta=None):
         n, p = model.n_states, model.n_inputs
         m = X.shape[0]
         self.R = np.column_stack([X, U, np.ones(m)])
@@ -92,6 +96,7 @@ class StateStep:
         self.mu = anchor_mu * float(max(np.trace(self.G) / self.G.shape[0], 1e-12))
         self.mask = np.append(np.ones(n + p), 0.0)  # the bias column is never penalized
         self.kappa, self.lam_l1, self.lam_l2, self.n = kappa, lam_l1, lam_l2, n
+        self.balls = [(np.arange(n), kappa)] + ([] if beta is None else [(np.arange(n, n + p), beta)])
 
     def problem(self, eta: float) -> RowProblem:
         """The row problems for step η."""
@@ -101,7 +106,7 @@ class StateStep:
         G = self.G + (scale * self.lam_l2) * np.diag(self.mask) if self.lam_l2 else self.G
         stats = GramStats(G, H, np.einsum("ij,ij->j", Zt, Zt) / self.m, self.m)
         spec = RowSpec(penalty=(scale * self.lam_l1) * self.mask, free=[len(self.mask) - 1],
-                       balls=[(np.arange(self.n), self.kappa)], anchor=self.Wk, mu=self.mu)
+                       balls=self.balls, anchor=self.Wk, mu=self.mu)
         return RowProblem(stats, spec)
 
     def solve(self, eta: float, *, tol, accept_uncertified=False, **parallel):
@@ -111,8 +116,9 @@ class StateStep:
 
     def model(self, model, W: np.ndarray):
         n = self.n
-        if not in_ball(W[:, :n], self.kappa):  # a certified row lies in its ball; a guard
-            raise RuntimeError(f"(A, B) step left ‖A‖_∞ = {inf_norm(W[:, :n])!r} > κ = {self.kappa}")
+        for (idx, radius), name in zip(self.balls, "AB", strict=False):  # certified rows lie in their balls
+            if not in_ball(W[:, idx], radius):
+                raise RuntimeError(f"(A, B) step left ‖{name}‖_∞ = {inf_norm(W[:, idx])!r} > {radius}")
         return model.with_weights(A=W[:, :n], B=W[:, n:-1], b_x=W[:, -1])
 
 
@@ -151,6 +157,8 @@ class AdjointMethod(FitMethod):
         model = init_model(o.init, n_inputs=d.U.shape[1], n_outputs=d.n_outputs,
                            n_states=o.n_states, kappa=o.kappa, seed=rng, activation=o.activation,
                            include_D=o.include_D, U=d.U)
+        if o.beta is not None:  # start inside the (A, B) step's ball ‖b_i‖_1 ≤ β
+            model = model.with_weights(B=project_l1_ball_rows(np.asarray(model.B, dtype=float), o.beta))
         X = model.equilibrium(d.U, tol=EQ_TOL)
         return AdjointState(model, rng, X, self._objective(model, X, d.U, d.Y), o.eta)
 
@@ -159,7 +167,7 @@ class AdjointMethod(FitMethod):
         o = self.opts
         V = implicit_adjoint(model, U, X, loss_grad(self.data.loss, model.output(X, U), Y))
         step = StateStep(model, X, U, V, kappa=o.kappa, lam_l1=o.lam_l1, lam_l2=o.lam_l2,
-                         anchor_mu=o.anchor_mu)
+                         anchor_mu=o.anchor_mu, beta=o.beta)
         gaps, notes = [], []
         for trial in range(1, MAX_TRIALS + 1):
             sol = step.solve(eta, tol=o.tol, **self._solver_kw())
@@ -213,7 +221,9 @@ class AdjointMethod(FitMethod):
         X = state.X if model is state.model else model.equilibrium(d.U, tol=EQ_TOL)
         model, cd = self._output_step(model, X, d.U, d.Y)
         rec = evaluate_at(model, X, d.U, d.Y, d.task, d.loss, self.penalties)
-        return finish_summary(model, rec, cd, o.kappa, "adjoint", d.task, s_bound=o.s_bound)
+        result = finish_summary(model, rec, cd, o.kappa, "adjoint", d.task, s_bound=o.s_bound)
+        result.summary.update(beta=o.beta, inf_norm_B=inf_norm(model.B))
+        return result
 
 
 def finish_summary(model, rec: dict, cd, kappa: float, method: str, task: str, *,
