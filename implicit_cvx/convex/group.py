@@ -237,7 +237,8 @@ def _admm(prob: GroupLasso, W: np.ndarray, tol: float, max_iter: int):
         if it % ADAPT_EVERY == 0:
             r = np.linalg.norm(W - V1) + np.linalg.norm(W - V2)
             s = rho * (np.linalg.norm(V1 - V1_old) + np.linalg.norm(V2 - V2_old))
-            factor = 2.0 if r > 10 * s else 0.5 if s > 10 * r else 1.0
+            ratio = r / max(s, 1e-300)
+            factor = float(np.clip(np.sqrt(ratio), 0.1, 10.0)) if (ratio > 5 or ratio < 0.2) else 1.0
             if factor != 1.0:
                 rho *= factor
                 Y1, Y2 = Y1 / factor, Y2 / factor
@@ -246,7 +247,7 @@ def _admm(prob: GroupLasso, W: np.ndarray, tol: float, max_iter: int):
 
 
 def solve_group_lasso_native(stats: GramStats, spec: RowSpec, weight: float, columns, *,
-                             unballed_rows=(), tol: float = 1e-9, max_iter: int = 20000,
+                             unballed_rows=(), tol: float = 1e-9, max_iter: int = 30000,
                              warm_start=None, threshold: float = 1e-6) -> tuple[RowSolution, np.ndarray]:
     """The coupled group lasso by consensus ADMM, certified by our duality gap (module docstring).
 

@@ -40,6 +40,7 @@ SOLVERS = ("native", "SCS", "CLARABEL")
 _PROGRESS_BATCHES = 20
 _DEAD_COLUMN = 1e-6  # a state is dead when its column of (A; C) has ℓ2 norm below this
 CVXPY_TOL = 1e-7  # cvxpy rows are certified to max(tol, CVXPY_TOL): interior-point accuracy
+GROUP_TOL = 1e-7  # the coupled group problems to max(tol, GROUP_TOL): first-order (ADMM) accuracy
 
 
 # ---- options -------------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def _group_lasso(run: _Run, spec: RowSpec, R) -> _ABFit:
     states = opts.formulation == "group_lasso"
     columns = np.arange(n) if states else np.arange(n, n + p)
     group = GroupPenalty(opts.group_lam, columns, np.arange(k_ab, stats.k), _DEAD_COLUMN)
-    sol = solve_certified(RowProblem(stats, spec, group=group), tol=opts.row_tol,
+    sol = solve_certified(RowProblem(stats, spec, group=group), tol=max(opts.row_tol, GROUP_TOL),
                           chain=("group_native", "group_lasso"), step=f"SIM {opts.formulation}",
                           accept_uncertified=opts.accept_uncertified)
     dead = columns[np.linalg.norm(sol.W[:, columns], axis=0) <= _DEAD_COLUMN]
