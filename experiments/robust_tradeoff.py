@@ -4,7 +4,7 @@ s_bound constrains the (C, D) step (robust/training.py): for SIM (fit_sim, formu
 λ = 1e-4, κ = 0.99, teacher sklearn MLPClassifier 64-64-10) in its (C, D) refit, and for the
 adjoint method (fit_adjoint, n = 64, D = 0, cross-entropy, anchor_mu = 1e-2, lam_l2 = 1e-2,
 κ = 0.95, MAX_OUTER iterations) in every (C, D) step. s = None is the unconstrained reference.
-Robust training on both steps ("A,B + C,D" rows): the same, with ‖b_i‖_1 ≤ β = BETA[method] on
+Robust training on both steps ("AB+CD" rows): the same, with ‖b_i‖_1 ≤ β = BETA[method] on
 the rows of B in the (A, B) step as well (SIM formulation robust with beta; adjoint option beta),
 so each state's ℓ∞ gain from u is ≤ β/(1 − κ) whatever the (C, D) step does.
 Certified accuracy by the interval method on the test split at EPS (pixels /16, i.e. ε in [0, 1]
@@ -42,7 +42,7 @@ EPS = (0.005, 0.01, 0.02, 0.05)
 S_SIM = (None, 400.0, 200.0, 100.0, 50.0, 30.0, 20.0, 10.0, 5.0)
 S_ADJOINT = (None, 100.0, 50.0, 20.0, 10.0)
 BETA = {"sim": 2.0, "adjoint": 2.0}  # the (A, B) ball of the two-step rows (plain ‖B‖_∞: 16, 12)
-STEPS = ("C,D", "A,B + C,D")
+STEPS = ("CD", "AB+CD")  # the (C, D) step only; both steps
 MAX_OUTER = 15
 ROBUST_EXAMPLE = 50.0  # the robust SIM model whose importance images are drawn
 QUICK = {"s_sim": (None, 50.0, 10.0), "s_adjoint": (None, 20.0), "max_outer": 3, "test": 100}

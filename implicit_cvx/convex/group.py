@@ -69,15 +69,8 @@ class GroupLasso:
         self.k, self.d = k, keep.size
 
     # ---- primal ---------------------------------------------------------------------------------
-    def penalty(self, W: np.ndarray) -> float:
-        """Σ λ|W| + g Σ_J ‖W_:j‖ of reduced W (k, d')."""
-        return float((np.abs(W) @ self.lam).sum() + self.weight * np.linalg.norm(W[:, self.in_J], axis=0).sum())
-
-    def smooth(self, W: np.ndarray) -> np.ndarray:
-        """f_i(w_i) per row."""
-        return np.einsum("ij,ij->i", W @ self.G, W) - 2 * np.einsum("ji,ij->i", self.H, W) + self.c
-
     def feasible(self, W: np.ndarray) -> bool:
+        """Every ball part of every ball row inside its ball (relative tolerance BALL_RTOL)."""
         rows = self.ball_rows
         return all(np.all(np.abs(W[np.ix_(rows, idx)]).sum(axis=1) <= r * (1 + BALL_RTOL))
                    for idx, r in self.balls)
