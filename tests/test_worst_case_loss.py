@@ -60,8 +60,8 @@ def test_worst_case_loss_is_sound_against_sampling_and_pgd(seed, eps, method, lo
     y[::3] = (y[::3] + 1) % 3  # some misclassified samples too
     res = worst_case_loss_bounds(model, U, y, eps, loss=loss, method=method, domain=(0.0, 1.0))
     seen = _ball_losses(model, U, y, eps, (0.0, 1.0), loss, rng)
-    assert np.all(seen <= res.per_sample)
-    assert res.mean >= res.per_sample.mean() and np.all(res.clean <= res.per_sample)
+    assert np.all(seen <= res.per_sample + 1e-9)  # seen: float64 equilibria, ~1e-13
+    assert res.mean >= res.per_sample.mean() and np.all(res.clean <= res.per_sample + 1e-9)
     if eps == 0:  # a point ball: the bound equals the loss up to the equilibrium residual
         np.testing.assert_allclose(res.per_sample, res.clean, atol=1e-8)
 
