@@ -26,6 +26,9 @@ SCRIPTS = {
     "regression_defaults": (["--out", "{tmp}"], ["regression_defaults_quick.md",
                                                   "regression_defaults_quick.json"]),
     "convert_zoo": (["--out", "{tmp}"], ["convert_zoo_quick.csv", "convert_zoo_quick.json"]),
+    "architecture": (["--out", "{tmp}"], ["architecture_quick.csv", "architecture_quick.json"]),
+    "paper_certificates": (["--out", "{tmp}"], ["paper_certificates_quick.json",
+                                                "paper_certificates_quick.md"]),
 }
 NEEDS_TORCH = {"convert_zoo"}  # the optional extra implicit_cvx[torch]
 

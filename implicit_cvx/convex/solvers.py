@@ -9,9 +9,11 @@ certified, and a row still uncertified after the last one stops the fit with a `
 naming the step, the rows, the solvers and the gaps — unless the caller explicitly accepts
 uncertified steps, which are then reported. A NaN anywhere in a row fails that row.
 
-Certificates: squared-loss rows carry our Fenchel duality gap (`rows.row_gap`). The equality,
-group-lasso and user-extended formulations have no certificate of ours yet: they count as
-certified only on an "optimal" solver status, and their summary says `certificate: solver status`.
+Certificates: squared-loss rows carry our Fenchel duality gap (`rows.row_gap`); the coupled column
+group lasso carries ours too (`group.GroupLasso`: one gap for the whole problem, stored on every
+row), whichever solver found the point. The equality and user-extended formulations have no
+certificate of ours yet: they count as certified only on an "optimal" solver status, and their
+summary says `certificate: solver status`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from ..parallel import map_chunks
 from .cvx import solve_group_lasso, solve_rows_cvxpy, solve_rows_equality
 from .gram import GramStats
+from .group import certify_group_point, group_objective, solve_group_lasso_native
 from .rows import (
     ReducedProblem,
     RowFitError,
@@ -91,11 +94,23 @@ def _equality(problem: RowProblem, *, tol, rows, warm_start) -> RowSolution:
 
 
 def _group_lasso(problem: RowProblem, *, tol, rows, warm_start) -> RowSolution:
+    """Clarabel on the coupled problem; its point is judged by our gap, not by its status."""
     g = problem.group
-    sol, dead = solve_group_lasso(problem.stats, problem.spec, g.weight, g.columns,
-                                  unballed_rows=g.unballed_rows, threshold=g.threshold)
-    sol.info["dead_columns"] = dead
+    sol, _ = solve_group_lasso(problem.stats, problem.spec, g.weight, g.columns,
+                               unballed_rows=g.unballed_rows, threshold=g.threshold)
+    sol.W, sol.objective, total, gap = certify_group_point(
+        problem.stats, problem.spec, g.weight, g.columns, sol.W, unballed_rows=g.unballed_rows,
+        threshold=g.threshold)
+    sol.gap[:] = gap
+    sol.status = ["optimal" if relative_gap(gap, total) <= tol else "inaccurate"] * len(sol.rows)
     return sol
+
+
+def _group_native(problem: RowProblem, *, tol, rows, warm_start) -> RowSolution:
+    g = problem.group
+    return solve_group_lasso_native(problem.stats, problem.spec, g.weight, g.columns,
+                                    unballed_rows=g.unballed_rows, tol=tol,
+                                    warm_start=warm_start, threshold=g.threshold)[0]
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,7 @@ SOLVERS = {
     "scs": SolverEntry(_cvxpy("SCS"), frozenset({"rows", "extra"})),
     "clarabel": SolverEntry(_cvxpy("CLARABEL"), frozenset({"rows", "extra"})),
     "equality": SolverEntry(_equality, frozenset({"equality"})),
+    "group_native": SolverEntry(_group_native, frozenset({"group"}), separable=False),
     "group_lasso": SolverEntry(_group_lasso, frozenset({"group"}), separable=False),
 }
 
@@ -169,10 +185,17 @@ def uncertified_rows(problem: RowProblem, sol: RowSolution, tol: float) -> np.nd
 
     A row fails when any of its weights is not finite; for squared-loss rows when its relative gap
     exceeds tol or its objective exceeds that of w = 0 (a relative gap means nothing at a blown-up
-    objective); for formulations without our certificate when the solver's status is not optimal.
+    objective); for the group lasso (coupled rows) every row fails when the problem's gap exceeds
+    tol relative to its total objective; for formulations without our certificate when the
+    solver's status is not optimal.
     """
     bad = ~np.all(np.isfinite(sol.W), axis=1)
-    if problem.kind == "rows":
+    if problem.kind == "group":
+        g = problem.group
+        total = group_objective(problem.stats, problem.spec, g.weight, g.columns, np.nan_to_num(sol.W))
+        with np.errstate(invalid="ignore"):
+            bad |= ~(relative_gap(sol.gap, total) <= tol) | bad.any()
+    elif problem.kind == "rows":
         zero = ReducedProblem(problem.stats, problem.spec).full.c[sol.rows]
         with np.errstate(invalid="ignore"):
             bad |= ~(relative_gap(sol.gap, sol.objective) <= tol)
@@ -205,11 +228,12 @@ def escalate(problem: RowProblem, sol: RowSolution, *, tol: float, chain, step: 
              accept_uncertified: bool = False, **parallel) -> RowSolution:
     """Re-solve each row of `sol` (found by chain[0]) that is not certified with the next solvers
     of `chain` (a row keeps the smaller gap); raise RowFitError for rows still uncertified —
-    unless accept_uncertified, then their status is "uncertified" and `sol.uncertified` lists them."""
+    unless accept_uncertified, then their status is "uncertified" and `sol.uncertified` lists them.
+    A solver of coupled rows (not separable) takes over only when every row is uncertified."""
     sol.escalated = np.zeros(len(sol.rows), dtype=bool)
     for name in chain[1:]:
         bad = uncertified_rows(problem, sol, tol)
-        if bad.size == 0 or not SOLVERS[name].separable:
+        if bad.size == 0 or not (SOLVERS[name].separable or bad.size == len(sol.rows)):
             break
         fix = solve(problem, name, tol=tol, rows=sol.rows[bad], warm_start=np.nan_to_num(sol.W[bad]),
                     **parallel)

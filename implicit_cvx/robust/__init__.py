@@ -3,6 +3,7 @@
 relaxation with a weak-duality certificate), exact verification by mixed-integer programming,
 attacks, robust training (‖S‖_∞ ≤ s in the (C, D) step) and input importance from S."""
 
+from .approximation import ModelErrorBound, low_rank_truncation, model_error_bound
 from .attacks import AttackResult, attack_k, gradient_attack, pgd_attack, sensitivity_attack
 from .bounds import (
     LipschitzBound,
@@ -25,7 +26,15 @@ from .certify import (
 from .exact import margin_range
 from .importance import Importance, input_importance, model_importance, plot_importance
 from .linear import linear_lower_bounds, optimize_slopes, tighten
+from .loss import WorstCaseLoss, worst_case_loss, worst_case_loss_bounds
 from .partitioned import certify_partitioned, merge_certify_results
+from .sdp import SdpMargins, sdp_margin_lower_bounds
+from .sparse import (
+    SparseMargins,
+    sparse_attack,
+    sparse_closed_form_margins,
+    sparse_margin_lower_bounds,
+)
 from .training import (
     check_s_bound,
     fit_output_layer_s_bounded,
@@ -36,6 +45,18 @@ from .training import (
 
 __all__ = [
     "METHODS",
+    "ModelErrorBound",
+    "SdpMargins",
+    "SparseMargins",
+    "WorstCaseLoss",
+    "low_rank_truncation",
+    "model_error_bound",
+    "sdp_margin_lower_bounds",
+    "sparse_attack",
+    "sparse_closed_form_margins",
+    "sparse_margin_lower_bounds",
+    "worst_case_loss",
+    "worst_case_loss_bounds",
     "AttackResult",
     "CertifyResult",
     "Importance",

@@ -36,7 +36,7 @@ from ..convex.rows import RowSpec
 from ..convex.solvers import RowProblem, solve_certified, uncertified_record
 from ..gradients import implicit_adjoint
 from ..model import ImplicitModel
-from ..numerics import in_ball, inf_norm
+from ..numerics import in_ball, inf_norm, project_l1_ball_rows
 from ..parallel import Cluster
 from ..partitions import is_partitioned
 from ..robust.training import check_s_bound
@@ -84,6 +84,10 @@ class AdjointOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions
     lam_l2: float = option(0.0, low=0, estimator="lam_l2", help="squared ℓ2 penalty on A, B, C, D")
     s_bound: float | None = option(None, kind="float", low=0, open_low=True,
                                    help="every (C, D) step keeps ‖S‖_∞ ≤ s_bound (Thm 4.3)")
+    beta: float | None = option(None, kind="float", low=0, open_low=True,
+                                help="every (A, B) step keeps ‖b_i‖_1 ≤ β on the rows of B (the "
+                                     "initial B is projected there): with ‖A‖_∞ ≤ κ each state's "
+                                     "ℓ∞ gain from u is ≤ β/(1 − κ)")
     tol: float = option(1e-9, low=0, open_low=True,
                         help="relative duality-gap tolerance of the (A, B) row problems")
     output_tol: float = option(1e-8, low=0, open_low=True,
@@ -151,7 +155,7 @@ class StateStep:
     formed once per outer iteration (from the partitions' `_state_part` results).
     """
 
-    def __init__(self, model, parts: list, *, kappa, lam_l1, lam_l2, anchor_mu):
+    def __init__(self, model, parts: list, *, kappa, lam_l1, lam_l2, anchor_mu, beta=None):
         n, p = model.n_states, model.n_inputs
         stats = reduce_gram(part[0] for part in parts)
         self.G, self.HV, self.m = stats.G, stats.H, stats.m
@@ -162,6 +166,7 @@ class StateStep:
         self.mu = anchor_mu * float(max(np.trace(self.G) / self.G.shape[0], 1e-12))
         self.mask = np.append(np.ones(n + p), 0.0)  # the bias column is never penalized
         self.kappa, self.lam_l1, self.lam_l2, self.n = kappa, lam_l1, lam_l2, n
+        self.balls = [(np.arange(n), kappa)] + ([] if beta is None else [(np.arange(n, n + p), beta)])
 
     @classmethod
     def of(cls, model, X, U, V, **options) -> StateStep:
@@ -179,7 +184,7 @@ class StateStep:
         G = self.G + (scale * self.lam_l2) * np.diag(self.mask) if self.lam_l2 else self.G
         c = np.maximum(self.ZZ - 2.0 * em * self.ZV + em * em * self.VV, 0.0) / self.m
         spec = RowSpec(penalty=(scale * self.lam_l1) * self.mask, free=[len(self.mask) - 1],
-                       balls=[(np.arange(self.n), self.kappa)], anchor=self.Wk, mu=self.mu)
+                       balls=self.balls, anchor=self.Wk, mu=self.mu)
         return RowProblem(GramStats(G, H, c, self.m), spec)
 
     def solve(self, eta: float, *, tol, accept_uncertified=False, **parallel):
@@ -189,8 +194,9 @@ class StateStep:
 
     def model(self, model, W: np.ndarray):
         n = self.n
-        if not in_ball(W[:, :n], self.kappa):  # a certified row lies in its ball; a guard
-            raise RuntimeError(f"(A, B) step left ‖A‖_∞ = {inf_norm(W[:, :n])!r} > κ = {self.kappa}")
+        for (idx, radius), name in zip(self.balls, "AB", strict=False):  # certified rows lie in their balls
+            if not in_ball(W[:, idx], radius):
+                raise RuntimeError(f"(A, B) step left ‖{name}‖_∞ = {inf_norm(W[:, idx])!r} > {radius}")
         return model.with_weights(A=W[:, :n], B=W[:, n:-1], b_x=W[:, -1])
 
 
@@ -283,6 +289,8 @@ class AdjointMethod(AlternatingMethod):
         model = init_model(o.init, n_inputs=self._n_inputs(), n_outputs=self._n_outputs(),
                            n_states=o.n_states, kappa=o.kappa, seed=rng, activation=o.activation,
                            include_D=o.include_D, U=U_init)
+        if o.beta is not None:  # start inside the (A, B) step's ball ‖b_i‖_1 ≤ β
+            model = model.with_weights(B=project_l1_ball_rows(np.asarray(model.B, dtype=float), o.beta))
         self._work.replace(self._work.solve(model))
         return AdjointState(model, rng, self._held_X(), self._objective(self._work, model), o.eta)
 
@@ -326,7 +334,7 @@ class AdjointMethod(AlternatingMethod):
         o = self.opts
         parts = self.cluster_map(work, _state_part, None, model, self.data.loss, work.m)
         step = StateStep(model, parts, kappa=o.kappa, lam_l1=o.lam_l1, lam_l2=o.lam_l2,
-                         anchor_mu=o.anchor_mu)
+                         anchor_mu=o.anchor_mu, beta=o.beta)
         gaps, notes = [], []
         for trial in range(1, MAX_TRIALS + 1):
             sol = step.solve(eta, tol=o.tol, **self.solver_kw())
@@ -398,7 +406,9 @@ class AdjointMethod(AlternatingMethod):
             rec = self._record(work, model)
             rec.update(samples=work.m, partitions=len(work.X), data_backend=o.data_backend)
         self._work = None
-        return finish_summary(model, rec, cd, o.kappa, "adjoint", d.task, s_bound=o.s_bound)
+        result = finish_summary(model, rec, cd, o.kappa, "adjoint", d.task, s_bound=o.s_bound)
+        result.summary.update(beta=o.beta, inf_norm_B=inf_norm(model.B))
+        return result
 
 
 def _label_range(item, loss: str):

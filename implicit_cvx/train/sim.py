@@ -4,6 +4,12 @@ Teacher states (U, Z, X, Ŷ) are data, so the weights are fitted row by row with
 engine: rows of (A, B, b_x) on regressors [X, U, 1] with targets Z and ‖a_i‖_1 ≤ κ; then the new
 model's equilibrium X' on the training inputs; then rows of (C, D, b_y) on [X', U, 1] with targets
 the teacher's outputs Ŷ (state matching of the outputs).
+
+Architecture formulations (paper §5): `group_lasso` (column norms of (A; C): deletes states),
+`input_selection` (column norms of (B; D): deletes inputs) — both one coupled problem over the
+rows of (A, B) and (C, D), certified by its own duality gap (convex/group.py) — and `low_rank`
+(A = L Rᵀ of rank r: R from the truncated SVD of the l1 fit, columns scaled to unit ℓ1 norm, then
+the rows of (L, B, b_x) refitted on [XR, U, 1] with ‖l_i‖_1 ≤ κ, which gives ‖a_i‖_1 ≤ κ).
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ from .options import CertifiedStepOptions, PartitionOptions, RowParallelOptions
 from .partitioned import Samples, load, open_cluster, score, score_sums
 from .states import partition_states, rescale_into_ball, teacher_model, train_teacher
 
-FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso")
+FORMULATIONS = ("l1", "elastic_net", "equality", "robust", "group_lasso", "input_selection", "low_rank")
+GROUP_FORMULATIONS = ("group_lasso", "input_selection")
 SOLVERS = ("native", "SCS", "CLARABEL")
 _PROGRESS_BATCHES = 20
 _DEAD_COLUMN = 1e-6  # a state is dead when its column of (A; C) has ℓ2 norm below this
 CVXPY_TOL = 1e-7  # cvxpy rows are certified to max(tol, CVXPY_TOL): interior-point accuracy
+GROUP_TOL = 1e-7  # the coupled group problems to max(tol, GROUP_TOL): first-order (ADMM) accuracy
 
 
 # ---- options -------------------------------------------------------------------------------
@@ -59,7 +67,8 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions, PartitionOptions):
     teacher_max_iter: int = option(300, low=1, help="training iterations of the MLP teacher")
     formulation: str = option("l1", choices=FORMULATIONS,
                               help="l1 | elastic_net (needs l2) | equality | robust (beta/gamma) | "
-                                   "group_lasso (needs group_lam)")
+                                   "group_lasso, input_selection (need group_lam) | low_rank "
+                                   "(needs rank)")
     lam: float = option(1e-3, low=0, estimator="lam_l1", help="ℓ1 weight λ of every row problem")
     l2: float = option(0.0, low=0, estimator="lam_l2", help="ridge weight of elastic_net")
     beta: float | None = option(None, kind="float", low=0, open_low=True,
@@ -68,7 +77,10 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions, PartitionOptions):
                                  help="robust: ‖c_i‖_1 + ‖d_i‖_1 ≤ γ on the rows of (C, D)")
     s_bound: float | None = option(None, kind="float", low=0, open_low=True,
                                    help="the (C, D) refit keeps ‖S‖_∞ ≤ s_bound (Thm 4.3)")
-    group_lam: float = option(0.0, low=0, help="group_lasso: weight of the column norms of (A; C)")
+    group_lam: float = option(0.0, low=0, help="group_lasso: weight of the column norms of (A; C) "
+                                                "(deletes states); input_selection: of (B; D) "
+                                                "(deletes inputs)")
+    rank: int | None = option(None, kind="int", low=1, help="low_rank: the rank r of A = L Rᵀ")
     solver: str = option("native", choices=SOLVERS,
                          help="native (certified active set, Clarabel for rows it leaves) | SCS | CLARABEL")
     extra: object = option(None, kind="any", section="python", check_value=_check_callable,
@@ -93,9 +105,11 @@ class SimOptions(RowParallelOptions, CertifiedStepOptions, PartitionOptions):
         if self.s_bound is not None and self.formulation == "robust" and self.gamma is not None:
             raise ValueError("s_bound (‖S‖_∞ ≤ s) and gamma (‖c_i‖_1 + ‖d_i‖_1 ≤ γ) both "
                              "constrain the (C, D) rows; give one of them")
-        if self.formulation == "group_lasso" and self.group_lam <= 0:
-            raise ValueError("formulation 'group_lasso' needs group_lam > 0 (the weight of the "
-                             "column-group norms over states); got group_lam=0")
+        if self.formulation in GROUP_FORMULATIONS and self.group_lam <= 0:
+            raise ValueError(f"formulation {self.formulation!r} needs group_lam > 0 (the weight of "
+                             "the column-group norms); got group_lam=0")
+        if self.formulation == "low_rank" and self.rank is None:
+            raise ValueError("formulation 'low_rank' needs rank (the rank r of A = L Rᵀ), e.g. rank=8")
         if (self.U_test is None) != (self.Y_test is None):
             raise ValueError("give both U_test and Y_test (or neither)")
         if self.formulation == "equality" and self.data_backend != "memory":
@@ -224,12 +238,13 @@ def _ab_part(item, teacher: ImplicitModel, with_outputs: bool, task: str, classe
     return gram_sums(_regressors(ts.X, U), T), teacher_score
 
 
-def _cd_part(item, teacher: ImplicitModel, inner: ImplicitModel, include_D: bool, scaling, kappa):
-    """Gram sums of [X', U, 1] (scaled for ‖S‖_∞ ≤ s) → the teacher's outputs, X' the
-    equilibrium of the fitted (A, B, b_x) on the partition's inputs."""
+def _cd_part(item, teacher: ImplicitModel, inner: ImplicitModel, include_D: bool, scaling, kappa,
+             kept):
+    """Gram sums of [X', U_kept, 1] (scaled for ‖S‖_∞ ≤ s) → the teacher's outputs, X' the
+    equilibrium of the fitted (A, B, b_x) on the partition's inputs, U_kept its kept inputs."""
     U, _ = load(item)
     X_new, _ = _equilibrium(inner, U, kappa)
-    R = _regressors(X_new, U if include_D else None)
+    R = _regressors(X_new, U[:, kept] if include_D else None)
     R = R if scaling is None else scaling.features(R)
     return gram_sums(R, partition_states(teacher, U).Yhat)
 
@@ -299,7 +314,7 @@ def _start(U, Y, opts: SimOptions, task: str, cluster, seed=None, progress=False
         raise ValueError(f"Y has {len(Y)} rows but U has {len(U)}: one target per sample")
     samples = Samples.of(cluster, U, Y, opts, rows=None if opts.partitions else opts.chunk_size)
     classes = model.metadata.get("classes") if task == "classification" else None
-    sums = samples.map(_ab_part, model, opts.formulation == "group_lasso", task, classes)
+    sums = samples.map(_ab_part, model, opts.formulation in GROUP_FORMULATIONS, task, classes)
     has_targets = sums[0][1] is not None
     run = _Run(model, rescaled, samples, opts, task, _teacher_params(teacher, model), has_targets,
                classes, _ridge(opts, reduce_gram(s[0] for s in sums)),
@@ -311,11 +326,14 @@ def _start(U, Y, opts: SimOptions, task: str, cluster, seed=None, progress=False
 
 @dataclass
 class _ABFit:
-    """The (A, B, b_x) stage: its rows, the stage objective, dead states, history record."""
+    """The (A, B, b_x) stage: its rows, the stage objective, dead states and inputs, history
+    record; for low_rank the factors (L, R) of A = L Rᵀ."""
 
     sol: RowSolution
     dead: np.ndarray
     record: dict
+    dead_inputs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    factors: tuple | None = None
 
 
 def _fit_ab(run: _Run, lam=None) -> _ABFit:
@@ -323,43 +341,115 @@ def _fit_ab(run: _Run, lam=None) -> _ABFit:
     t0 = time.perf_counter()
     opts = run.opts
     spec = ab_spec(opts, run.n, run.p, lam)
-    dead = np.zeros(0, dtype=int)
     if opts.formulation == "equality":  # no strictly feasible point in Gram form: raw constraints
         U, _ = gather(run.samples.parts)
         ts = partition_states(run.teacher, U)
         problem = RowProblem(run.stats_ab, spec, raw=(_regressors(ts.X, U), ts.Z))
         sol = solve_certified(problem, tol=opts.row_tol, chain=("equality",), step="SIM A,B rows",
                               accept_uncertified=opts.accept_uncertified)
-        record = _stage("A,B", sol)
-    elif opts.formulation == "group_lasso":
-        sol, dead, record = _group_lasso(run, spec)
+        fit = _ABFit(sol, np.zeros(0, dtype=int), _stage("A,B", sol))
+    elif opts.formulation in GROUP_FORMULATIONS:
+        fit = _group_lasso(run, spec)
     else:
         sol = _solve(run, run.stats_ab, spec, label="A,B rows")
-        record = _stage("A,B", sol)
+        fit = _ABFit(sol, np.zeros(0, dtype=int), _stage("A,B", sol))
+        if opts.formulation == "low_rank":
+            fit = _low_rank(run, fit, lam)
     run.phases["fit_AB"] = run.phases.get("fit_AB", 0.0) + time.perf_counter() - t0
-    return _ABFit(sol, dead, record)
+    return fit
 
 
-def _group_lasso(run: _Run, spec: RowSpec):
+def _group_lasso(run: _Run, spec: RowSpec) -> _ABFit:
     """Rows of (A, B) and of (C, D) fitted jointly on the teacher states with the column-group
-    penalty group_lam·Σ_j ‖(A; C)[:, j]‖_2 (architecture optimisation: it deletes whole states);
-    states whose column vanishes are dead. Returns the (A, B, b_x) rows, the dead states, the record."""
-    opts, n, stats = run.opts, run.n, run.stats_ab
-    k_ab = n
-    group = GroupPenalty(opts.group_lam, np.arange(n), np.arange(k_ab, stats.k), _DEAD_COLUMN)
-    sol = solve_certified(RowProblem(stats, spec, group=group), tol=opts.row_tol,
-                          chain=("group_lasso",), step="SIM group lasso",
+    penalty group_lam·Σ_j ‖W[:, j]‖_2 over the state columns (A; C) (group_lasso: deletes whole
+    states) or the input columns (B; D) (input_selection: deletes inputs); columns that vanish
+    are dead. One coupled problem, certified by its duality gap (native ADMM, then Clarabel)."""
+    opts, n, p, stats = run.opts, run.n, run.p, run.stats_ab
+    k_ab = n  # the statistics hold the targets [Z, Ŷ]: n state rows, then the output rows
+    states = opts.formulation == "group_lasso"
+    columns = np.arange(n) if states else np.arange(n, n + p)
+    group = GroupPenalty(opts.group_lam, columns, np.arange(k_ab, stats.k), _DEAD_COLUMN)
+    sol = solve_certified(RowProblem(stats, spec, group=group), tol=max(opts.row_tol, GROUP_TOL),
+                          chain=("group_native", "group_lasso"), step=f"SIM {opts.formulation}",
                           accept_uncertified=opts.accept_uncertified)
-    dead = np.asarray(sol.info["dead_columns"], dtype=int)
-    penalty = opts.group_lam * np.linalg.norm(sol.W[:, :n], axis=0).sum()
-    record = {"phase": "A,B + C,D (group lasso)", **sol.to_dict(),
-              "objective": float(np.sum(sol.objective) + penalty),
-              "row_objectives": np.asarray(sol.objective).tolist(), "dead_states": dead.tolist()}
+    dead = columns[np.linalg.norm(sol.W[:, columns], axis=0) <= _DEAD_COLUMN]
+    penalty = opts.group_lam * np.linalg.norm(sol.W[:, columns], axis=0).sum()
+    key = "dead_states" if states else "dead_inputs"
+    record = {"phase": f"A,B + C,D ({opts.formulation})", **sol.to_dict(),
+              "objective": float(np.sum(sol.objective) + penalty), "duality_gap": sol.max_gap,
+              "row_objectives": np.asarray(sol.objective).tolist(), key: (dead - columns[0]).tolist()}
     rows = np.arange(k_ab)
     ab = RowSolution(sol.W[rows], sol.objective[rows], sol.gap[rows],
                      [sol.status[i] for i in rows], sol.iterations[rows], sol.seconds, rows,
                      None if sol.escalated is None else sol.escalated[rows], sol.solver)
-    return ab, dead, record
+    if states:
+        return _ABFit(ab, dead, record)
+    return _ABFit(ab, np.zeros(0, dtype=int), record, dead_inputs=dead - n)
+
+
+def _low_rank(run: _Run, full: _ABFit, lam=None) -> _ABFit:
+    """A = L Rᵀ of rank r: R = the top r right singular vectors of the fitted A, each column
+    scaled to unit ℓ1 norm, so ‖a_i‖_1 ≤ Σ_k |L_ik|‖R_:k‖_1 = ‖l_i‖_1 ≤ κ; the rows of
+    (L, B, b_x) are then a certified row problem on [XR, U, 1] with the κ-ball on l_i, whose
+    statistics are those of [X, U, 1] mapped by T = diag(R, I, 1): G' = TᵀGT, H' = TᵀH."""
+    opts, n, p = run.opts, run.n, run.p
+    r = min(int(opts.rank), n)
+    _, _, Vt = np.linalg.svd(full.sol.W[:, :n])
+    Rf = Vt[:r].T
+    Rf = Rf / np.maximum(np.abs(Rf).sum(axis=0), 1e-300)
+    T = np.zeros((n + p + 1, r + p + 1))
+    T[:n, :r] = Rf
+    T[n:, r:] = np.eye(p + 1)
+    stats = run.stats_ab
+    sol = _solve(run, GramStats(T.T @ stats.G @ T, T.T @ stats.H, stats.c, stats.m),
+                 ab_spec(opts, r, p, lam), label="L,B rows")
+    L = _threshold(sol.W, opts.threshold)[:, :r]
+    sol.W = np.column_stack([L @ Rf.T, sol.W[:, r:]])
+    record = {**_stage("L,B (rank " + str(r) + ")", sol), "rank": r}
+    return _ABFit(sol, np.zeros(0, dtype=int), record, factors=(L, Rf))
+
+
+def _ab_weights(ab: _ABFit, n: int, p: int, threshold: float):
+    """(A, B, b_x, alive states, kept inputs) of the (A, B) stage: weights below `threshold` set
+    to 0, dead states dropped, dead inputs' columns of B zeroed; A = L Rᵀ exactly for low_rank."""
+    alive = np.setdiff1d(np.arange(n), ab.dead)
+    kept = np.setdiff1d(np.arange(p), ab.dead_inputs)
+    W_ab = _threshold(ab.sol.W, threshold)[alive]
+    A, B, b_x = W_ab[:, alive], W_ab[:, n:n + p].copy(), W_ab[:, -1]
+    if ab.factors is not None:
+        A = ab.factors[0] @ ab.factors[1].T
+    B[:, ab.dead_inputs] = 0.0
+    return A, B, b_x, alive, kept
+
+
+def _fit_cd(run: _Run, inner: ImplicitModel, kept, lam, warm_cd, phases: dict):
+    """Rows of (C, D, b_y) on [X', U_kept, 1] → Ŷ (D = 0 without include_D; zero columns for
+    dropped inputs), with the (C, D) balls or ‖S‖_∞ ≤ s_bound; one pass over the partitions for
+    the statistics on the new equilibrium X' (timed in `phases`). Returns (C, D, b_y, RowSolution)."""
+    opts, p, q = run.opts, run.p, run.q
+    n_new = inner.n_states
+    p_cd = kept.size if opts.include_D else 0
+    spec_cd, scaling = cd_spec(opts, n_new, p_cd, lam), None
+    if opts.s_bound is not None:  # ‖S‖_∞ ≤ s: a weighted ℓ1 ball, solved scaled (robust/training)
+        weights = s_bound_weights(inner, opts.include_D)
+        weights = np.concatenate([weights[:n_new], weights[n_new:][kept]]) if opts.include_D else weights
+        scaling = s_bound_scaling(weights, opts.s_bound)
+        spec_cd = RowSpec(penalty=scaling.penalty(spec_cd.penalty), free=spec_cd.free,
+                          balls=[scaling.ball])
+        warm_cd = None if warm_cd is None else scaling.to_scaled(warm_cd)
+    t0 = time.perf_counter()
+    sums = run.samples.map(_cd_part, run.teacher, inner, opts.include_D, scaling, opts.kappa, kept)
+    phases["equilibrium"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sol_cd = _solve(run, _ridge(opts, reduce_gram(sums)), spec_cd, warm=warm_cd, label="C,D rows")
+    if scaling is not None:
+        sol_cd.W = scaling.from_scaled(sol_cd.W)
+    W_cd = _threshold(sol_cd.W, opts.threshold)
+    D = np.zeros((q, p))
+    if opts.include_D:
+        D[:, kept] = W_cd[:, n_new:n_new + p_cd]
+    phases["fit_CD"] = time.perf_counter() - t0
+    return W_cd[:, :n_new], D, W_cd[:, -1], sol_cd
 
 
 def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult, RowSolution]:
@@ -367,49 +457,32 @@ def _complete(run: _Run, ab: _ABFit, lam=None, warm_cd=None) -> tuple[FitResult,
     equilibrium, fit (C, D, b_y), a pass for the metrics, check, summarize."""
     opts, n, p, q = run.opts, run.n, run.p, run.q
     phases = dict(run.phases)
-    t0 = time.perf_counter()
-    alive = np.setdiff1d(np.arange(n), ab.dead)
-    W_ab = _threshold(ab.sol.W, opts.threshold)[alive]
-    A, B, b_x = W_ab[:, alive], W_ab[:, n:n + p], W_ab[:, -1]
+    A, B, b_x, alive, kept = _ab_weights(ab, n, p, opts.threshold)
     activation = run.teacher.activation if alive.size == n else run.teacher.activation.subset(alive)
     n_new = alive.size
     inner = ImplicitModel(A, B, np.zeros((q, n_new)), np.zeros((q, p)), b_x, None, activation)
     if not in_ball(A, opts.kappa):
         raise RuntimeError(f"fitted A has ‖A‖_∞ = {inf_norm(A):.17g} > κ = {opts.kappa}: the "
                            "row solver returned a point outside the ball")
-    p_cd = p if opts.include_D else 0
-    spec_cd, scaling = cd_spec(opts, n_new, p_cd, lam), None
-    if opts.s_bound is not None:  # ‖S‖_∞ ≤ s: a weighted ℓ1 ball, solved scaled (robust/training)
-        scaling = s_bound_scaling(s_bound_weights(inner, opts.include_D), opts.s_bound)
-        spec_cd = RowSpec(penalty=scaling.penalty(spec_cd.penalty), free=spec_cd.free,
-                          balls=[scaling.ball])
-        warm_cd = None if warm_cd is None else scaling.to_scaled(warm_cd)
-    sums = run.samples.map(_cd_part, run.teacher, inner, opts.include_D, scaling, opts.kappa)
-    phases["equilibrium"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    sol_cd = _solve(run, _ridge(opts, reduce_gram(sums)), spec_cd, warm=warm_cd, label="C,D rows")
-    if scaling is not None:
-        sol_cd.W = scaling.from_scaled(sol_cd.W)
-    W_cd = _threshold(sol_cd.W, opts.threshold)
-    C = W_cd[:, :n_new]
-    D = W_cd[:, n_new:n_new + p] if opts.include_D else np.zeros((q, p))
-    phases["fit_CD"] = time.perf_counter() - t0
+    C, D, b_y, sol_cd = _fit_cd(run, inner, kept, lam, warm_cd, phases)
 
     metadata = {"kappa": opts.kappa, "method": "sim", "task": run.task,
                 "sim": {"formulation": opts.formulation, "lam": opts.lam if lam is None else lam,
                         "l2": opts.l2, "beta": opts.beta, "gamma": opts.gamma,
-                        "s_bound": opts.s_bound,
-                        "group_lam": opts.group_lam, "solver": opts.solver,
-                        "kept_states": alive.tolist()}}
+                        "s_bound": opts.s_bound, "group_lam": opts.group_lam, "rank": opts.rank,
+                        "solver": opts.solver, "kept_states": alive.tolist(),
+                        "kept_inputs": kept.tolist()}}
     if run.classes is not None:
         metadata["classes"] = list(run.classes)
-    model = ImplicitModel(A, B, C, D, b_x, W_cd[:, -1], activation, metadata)
+    model = ImplicitModel(A, B, C, D, b_x, b_y, activation, metadata)
     t0 = time.perf_counter()
     train = run.samples.map(_eval_part, run.teacher, model, opts.kappa, run.task, run.classes)
     phases["evaluate_train"] = time.perf_counter() - t0
     summary = _summary(run, model, train, ab.sol, sol_cd, phases)
-    summary["dead_states"] = ab.dead.tolist()
+    summary.update(dead_states=ab.dead.tolist(), dead_inputs=ab.dead_inputs.tolist(),
+                   n_inputs_kept=int(kept.size))
+    if ab.factors is not None:
+        summary.update(rank=int(ab.factors[0].shape[1]), rank_A=int(np.linalg.matrix_rank(A)))
     if opts.s_bound is not None:
         summary["sensitivity_inf_norm"] = check_s_bound(model, opts.s_bound)
     summary["uncertified"] = [{"step": f"SIM {name} rows", "rows": sol.uncertified.tolist(),
@@ -454,8 +527,8 @@ def _summary(run: _Run, model, train: list, sol_ab, sol_cd, phases) -> dict:
         teacher_params=run.teacher_params,
         params_fraction_of_teacher=model.nnz / run.teacher_params,
         max_duality_gap=_max_gap(sol_ab, sol_cd),
-        certificate="duality gap" if opts.formulation in ("l1", "elastic_net", "robust")
-        and opts.extra is None else "solver status",
+        certificate="solver status" if opts.formulation == "equality" or opts.extra is not None
+        else "duality gap",
         rows_escalated=sum(s.to_dict()["rows_escalated"] for s in (sol_ab, sol_cd)),
         teacher_rescaled=run.rescaled, teacher_n_states=run.n,
         train_agreement_with_teacher=score([r[1] for r in train], task),
@@ -540,7 +613,7 @@ def sim_path(U, Y=None, *, task, lambdas, seed=None, **options) -> list[FitResul
     """`fit_sim` along a sequence of ℓ1 weights λ: one teacher run and Gram reduction, (A, B) rows
     by the warm-started `solve_path`, (C, D) rows warm-started from the previous λ."""
     opts = make_options(SimOptions, options, where="sim_path")
-    if opts.uses_cvxpy or opts.formulation in ("equality", "group_lasso"):
+    if opts.uses_cvxpy or opts.formulation in ("equality", "low_rank", *GROUP_FORMULATIONS):
         raise ValueError(f"sim_path runs the native solver on formulations l1, elastic_net, "
                          f"robust; got solver={opts.solver!r}, formulation={opts.formulation!r}")
     with open_cluster(opts) as cluster:
