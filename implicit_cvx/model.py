@@ -293,7 +293,8 @@ def _fold_stored_preprocessing(model, version: int):
 
 
 class ImplicitModel:
-    """An implicit model (DESIGN §2). Weights may be dense arrays or scipy.sparse matrices.
+    """An implicit model x = φ(Ax + Bu + b_x), ŷ = Cx + Du + b_y (paper eq. (1)).
+    Weights may be dense arrays or scipy.sparse matrices.
 
     `metadata` carries what the model file stores beside the weights: kappa, preprocessing,
     classes, provenance (config, seed, versions), method.
@@ -330,7 +331,7 @@ class ImplicitModel:
 
     @property
     def n_params(self) -> int:
-        """Entries of A, B, C, D, b_x, b_y (DESIGN §9)."""
+        """Entries of A, B, C, D, b_x, b_y."""
         n, p, q = self.n_states, self.n_inputs, self.n_outputs
         return n * n + n * p + q * n + q * p + n + q
 

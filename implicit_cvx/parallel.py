@@ -1,4 +1,4 @@
-"""Map a function over chunks of work, serially, with joblib (loky) or on a Dask cluster (DESIGN §6.3)."""
+"""Map a function over chunks of work, serially, with joblib (loky) or on a Dask cluster."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`report.json`: the one schema every command with `--out DIR` writes (DESIGN §9)."""
+"""`report.json`: the one schema every command with `--out DIR` writes."""
 
 from __future__ import annotations
 

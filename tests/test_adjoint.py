@@ -1,4 +1,4 @@
-"""Method `adjoint` (DESIGN §6.2 a): monotone true objective, certified steps, feasible final model,
+"""Method `adjoint`: monotone true objective, certified steps, feasible final model,
 and the (A, B) step against an independent cvxpy + Clarabel solve of the same row problem."""
 
 import numpy as np

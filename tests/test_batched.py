@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from implicit_cvx.convex import batched
 from implicit_cvx.convex.gram import gram_stats
-from implicit_cvx.convex.rows import RowSpec, ReducedProblem, row_gap, solve_rows
+from implicit_cvx.convex.rows import ReducedProblem, RowSpec, row_gap, solve_rows
 from implicit_cvx.wellposed import project_l1_ball_rows
 
 TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}

@@ -1,4 +1,4 @@
-"""Method `fenchel` (DESIGN §6.2 b): divergence, block steps against cvxpy, monotone BCD, final model."""
+"""Method `fenchel`: divergence, block steps against cvxpy, monotone BCD, final model."""
 
 import cvxpy as cp
 import numpy as np

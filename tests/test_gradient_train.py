@@ -1,4 +1,4 @@
-"""Method `gradient` (DESIGN §5): projected Adam/SGD with implicit gradients."""
+"""Method `gradient`: projected Adam/SGD with implicit gradients."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Robust training with ‖S‖_∞ ≤ s in the (C, D) step (DESIGN §7): weights against explicit
+"""Robust training with ‖S‖_∞ ≤ s in the (C, D) step: weights against explicit
 inverses, the scaled fit against an independent cvxpy + Clarabel solve of the weighted-ball problem,
 and the bound on the models that `adjoint` and `sim` return."""
 

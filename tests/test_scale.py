@@ -210,6 +210,30 @@ def test_certify_partitioned_merges_to_the_in_memory_result(cluster):
         merge_certify_results([ref, other])
 
 
+def test_certify_cli_on_the_cluster_equals_the_in_memory_cli(cluster, tmp_path):
+    """`implicit-cvx certify --address`: partitions certified on the workers, one samples.csv."""
+    import json
+
+    from implicit_cvx.cli import main
+
+    teacher = _teacher(5)
+    U = np.random.default_rng(5).standard_normal((40, 6))
+    y = teacher.predict(U).argmax(axis=1)
+    data = tmp_path / "data.npz"
+    np.savez(data, X=U, y=y)
+    teacher.save(tmp_path / "model.npz")
+    base = ["certify", str(tmp_path / "model.npz"), "--data", str(data), "--eps", "0.01,0.05",
+            "--eps-units", "raw", "--domain", "raw", "--method", "interval"]
+    assert main([*base, "--out", str(tmp_path / "mem")]) == 0
+    assert main([*base, "--address", cluster.address, "--partitions", "3",
+                 "--out", str(tmp_path / "dask")]) == 0
+    for name in ("samples.csv",):
+        assert (tmp_path / "dask" / name).read_text() == (tmp_path / "mem" / name).read_text()
+    reps = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("mem", "dask")]
+    assert reps[0]["certified_accuracy"] == reps[1]["certified_accuracy"]
+    assert main([*base, "--partitions", "3", "--out", str(tmp_path / "bad")]) == 2
+
+
 def test_run_options_reach_the_methods_from_a_config():
     from implicit_cvx.config import ConfigError
     from implicit_cvx.train.fit import load_config, method_options

@@ -1,4 +1,4 @@
-"""State-driven implicit modeling (DESIGN §6.1) against independent cvxpy + Clarabel references."""
+"""State-driven implicit modeling against independent cvxpy + Clarabel references."""
 
 import warnings
 

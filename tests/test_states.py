@@ -1,4 +1,4 @@
-"""Teacher states and rescaling into the κ-ball (DESIGN §3, §6.1)."""
+"""Teacher states and rescaling into the κ-ball."""
 
 import warnings
 

@@ -9,7 +9,14 @@ import numpy as np
 
 from ..files import OutputDirectory
 from ..report import base_report, write_report
-from ..robust import METHODS, certify, gradient_attack, pgd_attack, sensitivity_attack
+from ..robust import (
+    METHODS,
+    certify,
+    certify_partitioned,
+    gradient_attack,
+    pgd_attack,
+    sensitivity_attack,
+)
 from .common import (
     axes_style,
     describe_source,
@@ -54,8 +61,16 @@ def cmd_certify(args) -> int:
     scale, units = radius_scale(args.eps_units, width)
     eps = _eps_list(args.eps)
     print(f"certifying {describe_source(samples)} by {args.method!r}; ε in {units}")
-    res = certify(model, samples.X, samples.y, eps, method=args.method, domain=domain,
-                  eps_scale=scale, time_limit=args.time_limit)
+    if args.partitions and not (args.workers or args.address):
+        raise ValueError("--partitions splits the samples over a Dask cluster: give --workers N "
+                         "(a local cluster) or --address (a running scheduler) as well")
+    options = dict(method=args.method, domain=domain, eps_scale=scale, time_limit=args.time_limit)
+    if args.workers or args.address:  # partitions of the samples on a Dask cluster, merged
+        res = certify_partitioned(model, samples.X, samples.y, eps, partitions=args.partitions,
+                                  data_backend="dask", workers=args.workers or 1,
+                                  address=args.address, **options)
+    else:
+        res = certify(model, samples.X, samples.y, eps, **options)
     report = _common_report("certify", model, samples, units, domain, eps)
     report.update(clean_accuracy=res.clean_accuracy, certify_method=args.method,
                   certified_accuracy={str(e): a for e, a in res.certified_accuracy.items()},
@@ -193,6 +208,12 @@ def add_commands(sub, formatter) -> None:
                    help="box < interval < linear < linear_alpha ≤ lp (bounds), exact (decides)")
     s.add_argument("--time-limit", type=float, default=10.0,
                    help="seconds per sample and ε for --method exact")
+    s.add_argument("--workers", type=positive_int, default=None,
+                   help="certify partitions of the samples on a local Dask cluster of N workers")
+    s.add_argument("--address", default=None,
+                   help="certify on the Dask scheduler at this address instead")
+    s.add_argument("--partitions", type=positive_int, default=None,
+                   help="number of sample partitions with --workers/--address (default: one per worker)")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("attack", formatter_class=formatter,

@@ -1,4 +1,4 @@
-"""The row problems as cvxpy problems: the reference, the extension point, SCS → Clarabel (DESIGN §6.3).
+"""The row problems as cvxpy problems: the reference, the extension point, SCS → Clarabel.
 
 The Gram form is compiled once as a parametrized (DPP) problem — G = LLᵀ is a constant shared by
 all rows, h_i and c_i are Parameters — and re-solved per row. SCS answers are projected onto the
@@ -235,7 +235,7 @@ def solve_group_lasso(
     threshold: float = 1e-6,
     solver: str = "CLARABEL",
 ) -> tuple[RowSolution, np.ndarray]:
-    """Column group lasso (architecture optimisation, DESIGN §6.1): couples all rows.
+    """Column group lasso (architecture optimisation, paper §5): couples all rows.
 
     min Σ_i row_objective_i(w_i) + group_weight·Σ_{j∈columns} ‖W[:, j]‖_2 s.t. the spec's balls on
     every row except `unballed_rows` (e.g. the rows of (C, D) stacked under those of (A, B)).

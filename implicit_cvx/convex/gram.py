@@ -1,4 +1,4 @@
-"""Gram reduction of squared-loss row problems (DESIGN §6.3).
+"""Gram reduction of squared-loss row problems.
 
 (1/m)‖t_i − R w‖² = wᵀGw − 2h_iᵀw + c_i with G = RᵀR/m, h_i = Rᵀt_i/m, c_i = ‖t_i‖²/m, so a
 row problem's size is independent of the sample count m and G can be accumulated over chunks.

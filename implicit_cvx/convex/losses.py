@@ -1,4 +1,4 @@
-"""Certified convex fits of the output layer (C, D, b_y) on fixed features F = [X, U] (DESIGN §6.3).
+"""Certified convex fits of the output layer (C, D, b_y) on fixed features F = [X, U].
 
     minimize_{W, b}  (1/m) Σ_i ℓ(W f_i + b, y_i) + Σ_j λ_j‖W_:j‖_1 + λ2‖W‖_F² + μ‖[W b] − [W0 b0]‖²
     subject to       ‖W_i,g‖_1 ≤ r_g for every output row i and ball group g (e.g. ‖c_i‖_1 + ‖d_i‖_1 ≤ γ)

@@ -1,4 +1,4 @@
-"""Native certified solver for the row problems of every squared-loss weight fit (DESIGN §6.1, §6.3).
+"""Native certified solver for the row problems of every squared-loss weight fit.
 
 Row i:  minimize_w (1/m)‖t_i − Rw‖² + Σ_j λ_j|w_j| + α‖w‖² + μ‖w − w0_i‖²
         subject to ‖w_g‖_1 ≤ r_g for each ball group g.

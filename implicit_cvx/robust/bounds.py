@@ -1,4 +1,4 @@
-"""Sensitivity and perturbation bounds of implicit models (paper §4, DESIGN §7).
+"""Sensitivity and perturbation bounds of implicit models (paper §4).
 
 Everything is computed by linear solves with (I − |A|) (sparse LU for sparse A), never with an
 explicit inverse. Results of the solves are *verified upper bounds*: Y is accepted only when
@@ -158,7 +158,7 @@ def state_bounds(model, sigma_u) -> np.ndarray:
 
 def residual_widening(model, r) -> np.ndarray:
     """(I − |A|)⁻¹ r𝟙: a computed equilibrium x̂ with max |x̂ − φ(Ax̂ + Bu + b_x)| ≤ r lies this
-    close (componentwise) to the true one (valid when λ_pf(|A|) < 1; DESIGN §7).
+    close (componentwise) to the true one (valid when λ_pf(|A|) < 1).
 
     r: scalar (returns (n,)) or (m,) per-sample residuals (returns (m, n)).
     """
@@ -256,7 +256,7 @@ def lipschitz_bound(model) -> LipschitzBound:
     """ℓ∞ Lipschitz bounds (eq. 4.8 and ‖S‖_∞, Thm 4.3); needs λ_pf(|A|) < 1.
 
     The rescaled form uses w = (κI − |A|)⁻¹𝟙 for κ = λ_pf + t(1 − λ_pf), t ∈ {0.1, 0.5, 0.9}
-    (DESIGN §3): ‖SAS⁻¹‖_∞ = max (|A|w)_i/w_i, ‖SB‖_∞ = max ‖b_i‖₁/w_i, ‖CS⁻¹‖_∞ = ‖|C|w‖_∞. It is
+    (paper §2): ‖SAS⁻¹‖_∞ = max (|A|w)_i/w_i, ‖SB‖_∞ = max ‖b_i‖₁/w_i, ‖CS⁻¹‖_∞ = ‖|C|w‖_∞. It is
     an upper bound of ‖S‖_∞ (S does not change under the scaling), so it is valid for every
     CONE φ — positive homogeneity is only needed for the rescaled *model* to predict the same.
     """

@@ -1,4 +1,4 @@
-"""Input importance from the sensitivity matrix S (DESIGN §7, Thm 4.3; paper §4 interpretability).
+"""Input importance from the sensitivity matrix S (paper Thm 4.3, §4).
 
 S_cj bounds how much output c can move per unit change of input j, so column sums of S rank the
 inputs overall (the ranking the sensitivity attack uses) and row c of S ranks them for class c.

@@ -1,4 +1,4 @@
-"""Robust training: a certified bound ‖S‖_∞ ≤ s in the (C, D) step (DESIGN §7, Thm 4.3).
+"""Robust training: a certified bound ‖S‖_∞ ≤ s in the (C, D) step (paper Thm 4.3).
 
 For fixed (A, B), row i of S = |C|(I − |A|)⁻¹|B| + |D| sums to |c_i|ᵀw + ‖d_i‖_1 with
 w = (I − |A|)⁻¹|B|𝟙 ≥ 0, so ‖S‖_∞ ≤ s is one WEIGHTED ℓ1 ball per output row on (c_i, d_i) with

@@ -1,4 +1,4 @@
-"""Method `fenchel`: Fenchel-lifted block coordinate descent (DESIGN §6.2 b; Gu, Askari, El Ghaoui 2020).
+"""Method `fenchel`: Fenchel-lifted block coordinate descent (Gu, Askari, El Ghaoui 2020).
 
 For ReLU, F(x, z) = ½x² + ½(z₊)² − xz = ½(z₊ − x)² + x·(−z)₊ (x ≥ 0) is ≥ 0 and = 0 iff x = z₊.
 The relaxed objective, with samples as rows, Z = XAᵀ + UBᵀ + b_x,

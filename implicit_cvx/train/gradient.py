@@ -1,4 +1,4 @@
-"""Method `gradient`: the paper's baseline (DESIGN §5, App. G) — projected Adam with implicit gradients.
+"""Method `gradient`: the paper's baseline (App. G) — projected Adam with implicit gradients.
 
 Each step solves the equilibrium of the batch, back-propagates through it by the implicit adjoint
 (gradients.loss_gradients), takes an Adam (or plain SGD) step on A, B, C, D, b_x, b_y and then

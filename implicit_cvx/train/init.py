@@ -35,7 +35,7 @@ def random_model(
     """A random well-posed model: ‖A‖_∞ = a_fraction·κ, B, C ~ scale·N(0, 1)/√fan-in.
 
     A is a Gaussian matrix rescaled as a whole onto ‖A‖_∞ = a_fraction·κ (inside the κ-ball of
-    DESIGN §3); D is small (0.1·scale·N(0,1)/√p) when include_D, else zero; b_x ~ bias_scale·N(0, 1)
+    paper §2); D is small (0.1·scale·N(0,1)/√p) when include_D, else zero; b_x ~ bias_scale·N(0, 1)
     spreads the ReLU kinks over the inputs (zero biases put them all at u = 0), b_y = 0.
     """
     for name, v in (("n_states", n_states), ("n_inputs", n_inputs), ("n_outputs", n_outputs)):

@@ -1,4 +1,4 @@
-"""Losses, metrics, penalties and the true objective shared by every fitting method (DESIGN §6.2).
+"""Losses, metrics, penalties and the true objective shared by every fitting method.
 
 Losses are MEANS over samples: squared ℓ = ‖ŷ − y‖², softmax cross-entropy (labels 0..K−1, K ≥ 2
 logits even for binary), multiclass Crammer–Singer hinge max_{j≠y}(1 + ŷ_j − ŷ_y)_+. The number

@@ -1,4 +1,4 @@
-"""State-driven implicit modeling, method `sim` (DESIGN §6.1; Tsai et al. 2022).
+"""State-driven implicit modeling, method `sim` (Tsai et al. 2022).
 
 Teacher states (U, Z, X, Ŷ) are data, so the weights are fitted row by row with the shared convex
 engine: rows of (A, B, b_x) on regressors [X, U, 1] with targets Z and ‖a_i‖_1 ≤ κ; then the new
@@ -156,7 +156,7 @@ def _ridge(opts: SimOptions, stats: GramStats) -> GramStats:
 
 
 def ab_spec(opts: SimOptions, n: int, p: int, lam: float | None = None) -> RowSpec:
-    """Rows of (A, B, b_x): ‖a_i‖_1 ≤ κ; robust adds ‖b_i‖_1 ≤ β (DESIGN §6.1, §7)."""
+    """Rows of (A, B, b_x): ‖a_i‖_1 ≤ κ; robust adds ‖b_i‖_1 ≤ β (paper §6, §4)."""
     balls = [(np.arange(n), opts.kappa)]
     if opts.formulation == "robust" and opts.beta is not None:
         balls.append((np.arange(n, n + p), opts.beta))

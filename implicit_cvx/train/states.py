@@ -1,4 +1,4 @@
-"""Teacher states for state-driven implicit modeling (DESIGN §6.1): run a feed-forward network
+"""Teacher states for state-driven implicit modeling (paper §6): run a feed-forward network
 on U and record its pre-activations Z, post-activations X = φ(Z) and outputs Ŷ, all layers stacked
 in the implicit ordering x = (x_L, …, x_1), optionally after rescaling it into ‖A‖_∞ ≤ κ (§3).
 """
