@@ -28,10 +28,12 @@ def test_state_step_with_the_b_ball_equals_independent_clarabel_solve():
     U = rng.standard_normal((m, p))
     X = model.equilibrium(U, tol=1e-13)
     V = 0.3 * rng.standard_normal((m, n)) / m
-    step = StateStep(model, X, U, V, kappa=kappa, lam_l1=0.0, lam_l2=0.0, anchor_mu=1e-2, beta=beta)
+    step = StateStep.of(model, X, U, V, kappa=kappa, lam_l1=0.0, lam_l2=0.0, anchor_mu=1e-2, beta=beta)
     sol = step.solve(2.0, tol=1e-11, n_jobs=1, backend="serial")
+    R = np.column_stack([X, U, np.ones(m)])  # regressors [X, U, 1]; targets Z − ηmV
+    Z = R @ step.Wk.T
     W = cp.Variable((n, n + p + 1))
-    obj = cp.sum_squares(step.Z - 2.0 * m * step.V - step.R @ W.T) / m + step.mu * cp.sum_squares(W - step.Wk)
+    obj = cp.sum_squares(Z - 2.0 * m * V - R @ W.T) / m + step.mu * cp.sum_squares(W - step.Wk)
     cons = [cp.sum(cp.abs(W[:, :n]), axis=1) <= kappa, cp.sum(cp.abs(W[:, n:n + p]), axis=1) <= beta]
     prob = cp.Problem(cp.Minimize(obj), cons)
     prob.solve(solver="CLARABEL", tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
