@@ -14,9 +14,11 @@ from ..robust import (
     certify,
     certify_partitioned,
     gradient_attack,
+    merge_certify_results,
     pgd_attack,
     sensitivity_attack,
 )
+from ..train.runlog import progress_bar
 from .common import (
     axes_style,
     describe_source,
@@ -31,6 +33,9 @@ from .common import (
     select_samples,
     write_csv,
 )
+
+PROGRESS_CHUNKS = 20  # certify shows progress over at most this many chunks of samples
+MIN_CHUNK = 32  # ... of at least this many samples (the bounds are batched over a chunk)
 
 
 def _eps_list(text: str) -> list[float]:
@@ -70,7 +75,7 @@ def cmd_certify(args) -> int:
                                   data_backend="dask", workers=args.workers or 1,
                                   address=args.address, **options)
     else:
-        res = certify(model, samples.X, samples.y, eps, **options)
+        res = _certify_in_chunks(model, samples.X, samples.y, eps, options, not args.no_progress)
     report = _common_report("certify", model, samples, units, domain, eps)
     report.update(clean_accuracy=res.clean_accuracy, certify_method=args.method,
                   certified_accuracy={str(e): a for e, a in res.certified_accuracy.items()},
@@ -94,6 +99,20 @@ def cmd_certify(args) -> int:
         print(line)
     print(f"wrote {out.path / 'report.json'}, samples.csv, certified_accuracy.png")
     return 0
+
+
+def _certify_in_chunks(model, U, y, eps, options: dict, progress: bool):
+    """`certify` over consecutive chunks of the samples (each sample's result does not depend on
+    the others), merged, so that progress can be shown; one chunk when there are few samples."""
+    chunks = np.array_split(np.arange(len(y)), max(1, min(PROGRESS_CHUNKS, len(y) // MIN_CHUNK)))
+    bar = progress_bar(len(chunks), progress and len(chunks) > 1, desc="certify")
+    results = []
+    for idx in chunks:
+        results.append(certify(model, U[idx], y[idx], eps, **options))
+        done = merge_certify_results(results)
+        bar.update({"certified": done.certified_accuracy[max(eps)]})
+    bar.close()
+    return merge_certify_results(results)
 
 
 def _plot_certified(res, eps, method, units, path) -> None:
@@ -214,6 +233,7 @@ def add_commands(sub, formatter) -> None:
                    help="certify on the Dask scheduler at this address instead")
     s.add_argument("--partitions", type=positive_int, default=None,
                    help="number of sample partitions with --workers/--address (default: one per worker)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("attack", formatter_class=formatter,

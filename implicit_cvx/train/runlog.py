@@ -263,8 +263,8 @@ class EarlyStopping:
         self.best_iteration, self.bad = int(state["best_iteration"]), int(state["bad"])
 
 
-_SHOWN = ("train_loss", "val_loss", "objective", "eta")  # record keys a progress line shows
-_LABELS = {"eta": "step size"}
+_SHOWN = ("train_loss", "val_loss", "objective", "eta", "certified")  # keys a progress line shows
+_LABELS = {"eta": "step size", "certified": "certified at the largest ε, so far"}
 
 
 def _summary_line(record: dict) -> dict:
