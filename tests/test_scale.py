@@ -217,13 +217,14 @@ def test_certify_cli_on_the_cluster_equals_the_in_memory_cli(cluster, tmp_path):
     from implicit_cvx.cli import main
 
     teacher = _teacher(5)
+    teacher.metadata["classes"] = [0, 1, 2]  # a classifier: certify needs its labels
     U = np.random.default_rng(5).standard_normal((40, 6))
     y = teacher.predict(U).argmax(axis=1)
     data = tmp_path / "data.npz"
     np.savez(data, X=U, y=y)
     teacher.save(tmp_path / "model.npz")
     base = ["certify", str(tmp_path / "model.npz"), "--data", str(data), "--eps", "0.01,0.05",
-            "--eps-units", "raw", "--domain", "raw", "--method", "interval"]
+            "--eps-units", "raw", "--domain=-10,10", "--method", "interval"]
     assert main([*base, "--out", str(tmp_path / "mem")]) == 0
     assert main([*base, "--address", cluster.address, "--partitions", "3",
                  "--out", str(tmp_path / "dask")]) == 0
