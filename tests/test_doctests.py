@@ -16,7 +16,6 @@ import doctest
 import inspect
 import re
 
-import numpy as np
 import pytest
 
 import implicit_cvx
