@@ -72,7 +72,7 @@ def signature_names(obj) -> list[str]:
         params = inspect.signature(obj).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [p.name for p in params if p.name not in ("self", "cls")]
+    return [p.name for p in params if p.name not in ("self", "cls") and not p.name.startswith("_")]
 
 
 def test_the_sections_parser_reads_numpydoc():
