@@ -1,7 +1,7 @@
 """The API reference's docstrings: numpydoc sections present and complete, Examples that run.
 
 Every public object of the API reference (`implicit_cvx.__all__`, `implicit_cvx.robust.__all__`,
-the public methods of ImplicitModel, the generated `fit_<name>` functions, `solve_rows`,
+the public methods of ImplicitModel and of the estimators, the generated `fit_<name>` functions, `solve_rows`,
 `solve_certified`, `load_dataset`, `partition`) has a numpydoc docstring: a one-line summary,
 a Parameters section naming every parameter of its signature (classes: of the constructor; a
 record dataclass may list its fields under Attributes instead), and an Examples section whose
@@ -34,6 +34,10 @@ def public_objects() -> dict[str, object]:
     objects.update({f"implicit_cvx.robust.{n}": getattr(robust, n) for n in robust.__all__})
     objects.update({f"ImplicitModel.{n}": getattr(ImplicitModel, n) for n, v in vars(ImplicitModel).items()
                     if not n.startswith("_") and callable(getattr(ImplicitModel, n))})
+    for estimator in (implicit_cvx.ImplicitClassifier, implicit_cvx.ImplicitRegressor):
+        objects.update({f"{estimator.__name__}.{n}": getattr(estimator, n)
+                        for n in ("fit", "predict", "predict_proba", "decision_function")
+                        if n in vars(estimator)})
     for fit in (sim.fit_sim, adjoint.fit_adjoint, fenchel.fit_fenchel, gradient.fit_gradient,
                 solve_rows, solve_certified, load_dataset, partition):
         objects[f"{fit.__module__}.{fit.__name__}"] = fit
