@@ -32,7 +32,7 @@ class AttackResult:
     Attributes
     ----------
     kind : str
-        "sensitivity", "gradient", "pgd" or "sparse".
+        "sensitivity", "gradient", "pgd" or "sparse_lp".
     fraction : float or None
         The share of inputs perturbed (sensitivity and gradient attacks).
     k : int or None

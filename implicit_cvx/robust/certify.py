@@ -542,12 +542,12 @@ def margin_lower_bounds(model, U, y, eps, method: str = "linear", domain=None, s
     >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
     >>> y = np.array([0, 1, 1])
     >>> robust.margin_lower_bounds(model, U, y, 0.2, method="box", domain=(0, 1)).round(4)
-    array([[    inf, -0.8444],
-           [-0.0667,     inf],
+    array([[    inf, -0.2222],
+           [ 0.8667,     inf],
            [-0.8222,     inf]])
     >>> robust.margin_lower_bounds(model, U, y, 0.2, method="lp", domain=(0, 1)).round(4)
     array([[   inf, 0.4   ],
-           [1.4   ,    inf],
+           [1.6   ,    inf],
            [0.4222,    inf]])
     """
     _check_method(method, model)
