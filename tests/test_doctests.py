@@ -38,9 +38,11 @@ def public_objects() -> dict[str, object]:
         objects.update({f"{estimator.__name__}.{n}": getattr(estimator, n)
                         for n in ("fit", "predict", "predict_proba", "decision_function")
                         if n in vars(estimator)})
-    for fit in (sim.fit_sim, adjoint.fit_adjoint, fenchel.fit_fenchel, gradient.fit_gradient,
-                solve_rows, solve_certified, load_dataset, partition):
-        objects[f"{fit.__module__}.{fit.__name__}"] = fit
+    for module in (sim, adjoint, fenchel, gradient):  # generated in train.driver, one per method
+        fit = getattr(module, f"fit_{module.__name__.rsplit('.', 1)[1]}")
+        objects[f"{module.__name__}.{fit.__name__}"] = fit
+    for function in (solve_rows, solve_certified, load_dataset, partition):
+        objects[f"{function.__module__}.{function.__name__}"] = function
     return {name: obj for name, obj in objects.items() if callable(obj)}
 
 
