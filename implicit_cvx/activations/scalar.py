@@ -29,8 +29,8 @@ class Activation:
 
     Parameters
     ----------
-    name : {"relu", "leaky_relu", "tanh", "sigmoid", "identity"}
-        The function.
+    name : str
+        The function: "relu", "leaky_relu", "tanh", "sigmoid" or "identity".
     alpha : float, default=0.0
         leaky_relu's slope for negative inputs, in [0, 1] (ignored by the others).
 

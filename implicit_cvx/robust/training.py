@@ -191,8 +191,8 @@ def fit_output_layer_s_bounded(F, Y, loss: str, weights, s, *, lam_l1=0.0, lam_l
         Features (states and inputs).
     Y : array_like
         Targets: (m,) / (m, q) for "squared", labels 0..K−1 otherwise.
-    loss : {"squared", "cross_entropy", "hinge"}
-        The loss.
+    loss : str
+        The loss: "squared", "cross_entropy" or "hinge".
     weights : array_like, shape (d,)
         ω (`s_bound_weights`).
     s : float

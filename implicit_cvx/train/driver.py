@@ -293,8 +293,8 @@ _FIT_PARAMETERS = """U : array_like, shape (m, p)
     files, shard directories and dask arrays, as `implicit_cvx.partitions.partition` does).
 Y : array_like, shape (m,) or (m, q), optional
     Targets: labels 0..K−1 for classification, values for regression.
-task : {"classification", "regression"}
-    The task; it sets the default loss.
+task : str
+    "classification" or "regression"; it sets the default loss.
 seed : int, default=0
     Seed of the one random generator every random draw of the fit comes from.
 U_val, Y_val : array_like, optional

@@ -1,0 +1,42 @@
+"""Griffe extension: the generated `fit_<name>` functions appear in the API reference.
+
+`fit_sim = fit_function(SimMethod)` is an assignment to static analysis; the function, its
+signature (one keyword per option) and its numpydoc docstring exist only at runtime
+(`implicit_cvx.train.driver.fit_function`). This extension replaces each such module attribute
+by a function built from the runtime object, so mkdocstrings renders it like any other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import griffe
+
+_KINDS = {
+    inspect.Parameter.POSITIONAL_ONLY: griffe.ParameterKind.positional_only,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: griffe.ParameterKind.positional_or_keyword,
+    inspect.Parameter.VAR_POSITIONAL: griffe.ParameterKind.var_positional,
+    inspect.Parameter.KEYWORD_ONLY: griffe.ParameterKind.keyword_only,
+    inspect.Parameter.VAR_KEYWORD: griffe.ParameterKind.var_keyword,
+}
+
+
+def _parameters(function) -> griffe.Parameters:
+    return griffe.Parameters(*(
+        griffe.Parameter(p.name, kind=_KINDS[p.kind],
+                         default=None if p.default is inspect.Parameter.empty else repr(p.default))
+        for p in inspect.signature(function).parameters.values()))
+
+
+class GeneratedFitFunctions(griffe.Extension):
+    """Turn `fit_<name> = fit_function(...)` attributes into documented functions."""
+
+    def on_attribute_instance(self, *, node, attr, agent, **kwargs) -> None:
+        if not str(attr.value or "").startswith("fit_function("):
+            return
+        runtime = getattr(importlib.import_module(attr.parent.path), attr.name)
+        function = griffe.Function(attr.name, parameters=_parameters(runtime), returns="FitResult",
+                                   lineno=attr.lineno, endlineno=attr.endlineno)
+        function.docstring = griffe.Docstring(inspect.getdoc(runtime), parent=function, parser="numpy")
+        attr.parent.set_member(attr.name, function)
