@@ -55,7 +55,7 @@ _PARAMETERS = """
         Well-posedness ball ‖A‖_∞ ≤ κ, 0 < κ < 1.
     include_D : bool, default=True
         Fit the direct input-output matrix D (else D = 0).
-    loss : {{"squared", "cross_entropy", "hinge"}} or None, default=None
+    loss : {{None, "squared", "cross_entropy", "hinge"}}, default=None
         Training loss; None is cross-entropy for the classifier, squared for the regressor.
         Not used by ``"sim"``.
     max_iter : int, default=30

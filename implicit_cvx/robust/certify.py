@@ -37,6 +37,8 @@ __all__ = ["METHODS", "CertifyResult", "certify", "input_box", "margin_lower_bou
            "output_bounds"]
 
 METHODS = ("box", "interval", "linear", "linear_alpha", "lp", "exact")
+"""The certification methods of `certify`, loosest to tightest; "exact" also decides."""
+
 DECIDING = ("exact",)  # methods that also look for counterexamples
 EQ_TOL = 1e-12  # equilibrium tolerance of the starting points (the residual is accounted for)
 INTERVAL_TOL = 1e-12  # the interval iteration stops when no bound moves by more than this
@@ -438,8 +440,9 @@ def output_bounds(model, U, eps, method: str = "linear", domain=None, solver: st
         The centres.
     eps : float or array_like of shape (p,)
         The radius (one per feature allowed).
-    method : {"box", "interval", "linear", "linear_alpha", "lp", "exact"}, default="linear"
-        The bound, loosest to tightest (see `certify`).
+    method : str, default="linear"
+        The bound: "box", "interval", "linear", "linear_alpha", "lp" or "exact", loosest to
+        tightest (see `certify`).
     domain : (lo, hi), optional
         The input domain (scalars or (p,) arrays).
     solver : str, default="HIGHS"
@@ -514,8 +517,8 @@ def margin_lower_bounds(model, U, y, eps, method: str = "linear", domain=None, s
         Labels.
     eps : float or array_like of shape (p,)
         The radius.
-    method : {"box", "interval", "linear", "linear_alpha", "lp", "exact"}, default="linear"
-        The bound (see `certify`).
+    method : str, default="linear"
+        The bound: "box", "interval", "linear", "linear_alpha", "lp" or "exact" (see `certify`).
     domain : (lo, hi), optional
         The input domain.
     solver : str, default="HIGHS"
@@ -705,8 +708,8 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
         Labels 0..q−1.
     eps_list : float or sequence of float
         The radii ε of the ℓ∞ balls.
-    method : {"box", "interval", "linear", "linear_alpha", "lp", "exact"}, default="linear"
-        The certificate.
+    method : str, default="linear"
+        The certificate: "box", "interval", "linear", "linear_alpha", "lp" or "exact".
     domain : (lo, hi), optional
         The input domain the balls are clipped to (scalars or (p,) arrays).
     solver : str, default="HIGHS"

@@ -265,7 +265,7 @@ def sparse_margin_lower_bounds(model, U, y, k: int, eps, domain=None, method: st
         The largest change of each.
     domain : (lo, hi), optional
         The input domain.
-    method : {"box", "lp"}, default="lp"
+    method : {"lp", "box"}, default="lp"
         Boxes alone, or the LP on them.
     early_stop : bool, default=False
         Stop the LPs of a sample at its first margin that stays ≤ 0 (enough to decide

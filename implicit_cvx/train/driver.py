@@ -327,9 +327,11 @@ _QUICK = {"max_iter": 3, "n_states": 8}
 def _option_doc(spec) -> str:
     """One numpydoc Parameters entry from an option's declaration (kind, default, help)."""
     f = spec.field
-    kind = "{" + ", ".join(repr(c) for c in f.choices) + "}" if f.choices else _TYPES[f.kind]
-    if (f.default is None or f.nullable) and f.kind != "any":
-        kind += " or None"
+    if f.choices:  # numpydoc reads the first choice as the default: list the default first
+        choices = ([None] if f.default is None else []) + sorted(f.choices, key=lambda c: c != f.default)
+        kind = "{" + ", ".join(repr(c) for c in choices) + "}"
+    else:
+        kind = _TYPES[f.kind] + (" or None" if (f.default is None or f.nullable) and f.kind != "any" else "")
     help_ = f.help.replace("null", "None") or "See the user guide"
     help_ = help_[0].upper() + help_[1:] + ("" if help_.endswith((".", ")")) else ".")
     text = textwrap.fill(help_, 88, initial_indent="    ", subsequent_indent="    ")
