@@ -95,7 +95,8 @@ def test_docstring_has_summary_parameters_and_examples(name):
     assert doc, f"{name} has no docstring"
     found = sections(doc)
     summary = found[""].strip().split("\n\n")[0]
-    assert summary and summary.rstrip().endswith((".", ")")), f"{name}: no one-line summary"
+    assert summary and "\n" not in summary and summary.endswith((".", ")")), \
+        f"{name}: no one-line summary"
     assert "Examples" in found and ">>> " in found["Examples"], f"{name}: no Examples section"
     wanted = signature_names(obj)
     if not wanted:
