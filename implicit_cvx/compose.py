@@ -33,9 +33,39 @@ def _require_well_posed(where: str, model: ImplicitModel, what: str) -> None:
 
 
 def gated(m1: ImplicitModel, m2: ImplicitModel, gate="identity") -> ImplicitModel:
-    """ŷ = ψ(ŷ_1(u)) ∘ ŷ_2(u) for two models on the same input with outputs of equal size;
-    ψ ("identity", "sigmoid", "tanh", …) gates the first output. State (x_1, x_2, g): g is one
-    gate block (ψ(ŷ_1) ∘ ŷ_2; 0) and C reads its first half."""
+    """ŷ = ψ(ŷ_1(u)) ∘ ŷ_2(u) for two models on the same input with outputs of equal size.
+
+    ψ gates the first output. State (x_1, x_2, g): g is one gate block (ψ(ŷ_1) ∘ ŷ_2; 0) and C
+    reads its first half.
+
+    Parameters
+    ----------
+    m1 : ImplicitModel
+        The gating model.
+    m2 : ImplicitModel
+        The gated model (same inputs, same number of outputs).
+    gate : str, dict or Activation, default="identity"
+        ψ ("identity", "sigmoid", "tanh", …).
+
+    Returns
+    -------
+    ImplicitModel
+        The gated model.
+
+    Raises
+    ------
+    ValueError
+        If the input or output sizes differ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_layers, gated
+    >>> m1 = from_layers([np.array([[1.0, -1.0], [0.5, 0.5]]), np.eye(2)])
+    >>> y1 = m1.predict([[1.0, 0.0]])
+    >>> gated(m1, m1, "sigmoid").predict([[1.0, 0.0]]).round(4), (y1 / (1 + np.exp(-y1))).round(4)
+    (array([[0.7311, 0.3112]]), array([[0.7311, 0.3112]]))
+    """
     if m1.n_inputs != m2.n_inputs or m1.n_outputs != m2.n_outputs:
         raise ValueError(
             f"gated: models map {m1.n_inputs}→{m1.n_outputs} and {m2.n_inputs}→{m2.n_outputs}; "
@@ -79,7 +109,34 @@ def feedback(m1: ImplicitModel, m2: ImplicitModel | None = None) -> ImplicitMode
     F = [B_1 D_2; B_2] the states solve x = φ(Ax + Bu + b_x) for
     A = [[A_1, B_1 C_2], [0, A_2]] + F S [C_1, D_1 C_2], B = [B_1; 0] + F S D_1,
     b_x = (b_x1 + B_1 b_y2; b_x2) + F S (D_1 b_y2 + b_y1); C = S [C_1, D_1 C_2], D = S D_1.
-    Refused (IllPosedError) unless the closed loop meets a sufficient condition.
+
+    Parameters
+    ----------
+    m1 : ImplicitModel
+        The forward model (as many outputs as inputs for unity feedback).
+    m2 : ImplicitModel, optional
+        The feedback model, from m1's outputs to m1's inputs; None is unity feedback.
+
+    Returns
+    -------
+    ImplicitModel
+        The closed loop.
+
+    Raises
+    ------
+    IllPosedError
+        Unless the closed loop meets a sufficient well-posedness condition.
+    ValueError
+        If the sizes do not fit or I − D_1 D_2 is singular.
+
+    Examples
+    --------
+    y = 0.5 (u + y) closes to y = u:
+
+    >>> from implicit_cvx import ImplicitModel, feedback
+    >>> half = ImplicitModel(A=[[0.0]], B=[[1.0]], C=[[0.5]], D=[[0.0]], activation="identity")
+    >>> feedback(half).predict([[1.0]])
+    array([[1.]])
     """
     m2 = _unity(m1.n_outputs) if m2 is None else m2
     p, q = m1.n_inputs, m1.n_outputs

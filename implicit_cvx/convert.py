@@ -88,8 +88,40 @@ def _pair(name: str, value, minimum: int) -> tuple[int, int]:
 def conv2d_matrix(weight, input_shape, stride=1, padding=0) -> tuple[sp.csr_matrix, tuple]:
     """The sparse (Toeplitz) matrix of a 2-D cross-correlation (torch.nn.Conv2d without bias).
 
-    weight is (out_c, in_c, kh, kw); inputs and outputs are flattened channel-major (C, H, W),
-    with zero padding and stride. Returns (matrix of shape (out_c·Ho·Wo, in_c·H·W), (out_c, Ho, Wo)).
+    Inputs and outputs are flattened channel-major (C, H, W), with zero padding and stride.
+
+    Parameters
+    ----------
+    weight : array_like, shape (out_c, in_c, kh, kw)
+        The kernels.
+    input_shape : tuple of int
+        (in_c, H, W) of the input map.
+    stride : int or (int, int), default=1
+        Step of the windows.
+    padding : int or (int, int), default=0
+        Zero padding on each side.
+
+    Returns
+    -------
+    matrix : scipy.sparse.csr_matrix, shape (out_c·Ho·Wo, in_c·H·W)
+        The linear map.
+    output_shape : tuple of int
+        (out_c, Ho, Wo).
+
+    Raises
+    ------
+    ValueError
+        If the weight is not 4-D or finite, or does not fit the input shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import conv2d_matrix
+    >>> M, shape = conv2d_matrix(np.ones((1, 1, 2, 2)), (1, 3, 3))
+    >>> M.shape, shape
+    ((4, 9), (1, 2, 2))
+    >>> M.toarray()[0]
+    array([1., 1., 0., 1., 1., 0., 0., 0., 0.])
     """
     weight = np.asarray(weight, dtype=float)
     if weight.ndim != 4:
@@ -183,10 +215,41 @@ def _linear_map(index: int, layer, bias, prev_shape):
 def from_layers(weights, biases=None, activation="relu", output_activation=None) -> ImplicitModel:
     """The implicit form of a feed-forward network (paper §3, state x = (x_L, …, x_1)).
 
-    weights: W_0, …, W_L as (out, in) matrices (PyTorch convention), scipy.sparse matrices, or
-    `Conv2d` layers / {"kind": "conv2d", ...} dicts. biases: None or one entry per layer (None =
-    zero). activation: one spec, or a list with one spec per hidden layer. output_activation:
-    None for linear outputs; else the last layer also becomes a state block and C = (I, 0, …, 0).
+    A is strictly block triangular, so the model is well-posed for any weights (Thm 2.8/2.9) and
+    solved exactly by one sweep.
+
+    Parameters
+    ----------
+    weights : sequence
+        W_0, …, W_L as (out, in) matrices (PyTorch convention), scipy.sparse matrices, or
+        `Conv2d` layers / {"kind": "conv2d", ...} dicts. At least two, unless
+        output_activation is given.
+    biases : sequence, optional
+        None or one entry per layer (None = zero).
+    activation : str, dict, activation or list, default="relu"
+        One spec, or a list with one spec per hidden layer.
+    output_activation : str, dict or activation, optional
+        None for linear outputs; else the last layer also becomes a state block and
+        C = (I, 0, …, 0).
+
+    Returns
+    -------
+    ImplicitModel
+        The equivalent implicit model.
+
+    Raises
+    ------
+    ValueError
+        If the layer sizes do not chain, the biases do not match, or there is no hidden layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_layers
+    >>> W0, W1 = np.array([[1.0, -1.0], [0.5, 0.5]]), np.array([[1.0, 2.0]])
+    >>> model = from_layers([W0, W1], biases=[[0.0, 0.1], [0.5]])
+    >>> model.predict([[1.0, 0.0]]), np.maximum(W0 @ [1.0, 0.0] + [0.0, 0.1], 0) @ W1.T + 0.5
+    (array([[2.7]]), array([2.7]))
     """
     layers = list(weights)
     biases = [None] * len(layers) if biases is None else list(biases)
@@ -247,21 +310,81 @@ def from_layers(weights, biases=None, activation="relu", output_activation=None)
 
 
 def from_conv2d(weight, input_shape, bias=None, stride=1, padding=0, activation="relu"):
-    """One activated convolution u ↦ φ(conv(u) + b) as an implicit model whose output is the
-    flattened (C, H, W) feature map; compose it with others by `cascade`."""
+    """One activated convolution u ↦ φ(conv(u) + b) as an implicit model.
+
+    Its output is the flattened (C, H, W) feature map; compose it with others by `cascade`.
+
+    Parameters
+    ----------
+    weight : array_like, shape (out_c, in_c, kh, kw)
+        The kernels.
+    input_shape : tuple of int
+        (in_c, H, W) of the input map (inputs flattened channel-major).
+    bias : array_like, shape (out_c,), optional
+        One bias per output channel.
+    stride : int or (int, int), default=1
+        Step of the windows.
+    padding : int or (int, int), default=0
+        Zero padding on each side.
+    activation : str, dict or activation, default="relu"
+        φ.
+
+    Returns
+    -------
+    ImplicitModel
+        A model with out_c·Ho·Wo states and outputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_conv2d
+    >>> conv = from_conv2d(np.ones((1, 1, 2, 2)), (1, 3, 3))
+    >>> conv.predict(np.arange(9.0)[None] - 4)
+    array([[0., 0., 4., 8.]])
+    """
     layer = Conv2d(weight, bias, stride, padding, input_shape)
     return from_layers([layer], activation=activation, output_activation=activation)
 
 
 def from_sklearn(estimator) -> ImplicitModel:
-    """A fitted scikit-learn MLPClassifier / MLPRegressor as an implicit model with linear outputs,
-    or a fitted Pipeline of scalers (StandardScaler, MinMaxScaler, MaxAbsScaler; any number, in
+    """A fitted scikit-learn MLPClassifier / MLPRegressor as an implicit model with linear outputs.
+
+    Also a fitted Pipeline of scalers (StandardScaler, MinMaxScaler, MaxAbsScaler; any number, in
     order) ending in one: the scalers are folded into B, D, b_x, b_y, so the model takes the
     Pipeline's raw inputs (metadata "input" records them).
 
     Outputs are the pre-activation logits: softmax(logits) is predict_proba for multiclass; a
     binary classifier has ONE logit and predicts classes_[1] where logit > 0 (metadata
     "output_link" is the estimator's out_activation_; "classes" its classes_).
+
+    Parameters
+    ----------
+    estimator : MLPClassifier, MLPRegressor or Pipeline
+        The fitted estimator.
+
+    Returns
+    -------
+    ImplicitModel
+        The equivalent (feed-forward) implicit model.
+
+    Raises
+    ------
+    ValueError
+        If the estimator is not fitted or not supported (naming it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.neural_network import MLPClassifier
+    >>> from implicit_cvx import from_sklearn
+    >>> X, y = load_iris(return_X_y=True)
+    >>> mlp = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2000, random_state=0).fit(X, y)
+    >>> model = from_sklearn(mlp)
+    >>> model.n_states, model.n_outputs
+    (8, 3)
+    >>> bool(np.array_equal(model.predict(X).argmax(axis=1), mlp.predict(X)))
+    True
     """
     from sklearn.pipeline import Pipeline
 
@@ -314,8 +437,42 @@ def _from_mlp(estimator, what: str) -> ImplicitModel:
 
 
 def residual_block(W1, W2, b1=None, b2=None, activation="relu") -> ImplicitModel:
-    """y = φ(u + W2 φ(W1 u + b1) + b2) with state x = (x_out, x_in):
-    A = [[0, W2], [0, 0]], B = [I; W1], C = [I, 0], D = 0, b_x = (b2; b1)."""
+    """y = φ(u + W2 φ(W1 u + b1) + b2) as an implicit model.
+
+    State x = (x_out, x_in): A = [[0, W2], [0, 0]], B = [I; W1], C = [I, 0], D = 0,
+    b_x = (b2; b1).
+
+    Parameters
+    ----------
+    W1 : array_like, shape (h, p)
+        Weights of the inner layer.
+    W2 : array_like, shape (p, h)
+        Weights back to the input size.
+    b1 : array_like, shape (h,), optional
+        Inner bias (default zero).
+    b2 : array_like, shape (p,), optional
+        Outer bias (default zero).
+    activation : str, dict or activation, default="relu"
+        φ.
+
+    Returns
+    -------
+    ImplicitModel
+        The block, with p outputs.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not fit together.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import residual_block
+    >>> block = residual_block(np.eye(2), 0.5 * np.eye(2))
+    >>> block.predict([[1.0, -2.0]])
+    array([[1.5, 0. ]])
+    """
     W1, W2 = check_matrix("W1", W1), check_matrix("W2", W2)
     h, p = W1.shape
     if W2.shape != (p, h):
@@ -341,9 +498,38 @@ def _weights(m: ImplicitModel):
 
 
 def cascade(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
-    """m2 after m1 (u → m1 → m2), state (x_2, x_1): A = [[A2, B2 C1], [0, A1]], B = [B2 D1; B1],
-    C = [C2, D2 C1], D = D2 D1, b_x = (b_x2 + B2 b_y1; b_x1), b_y = D2 b_y1 + b_y2 (paper §3).
-    Block triangular: well-posed iff both parts are (Thm 2.8/2.9)."""
+    """m2 after m1 (u → m1 → m2) as one implicit model.
+
+    State (x_2, x_1): A = [[A2, B2 C1], [0, A1]], B = [B2 D1; B1], C = [C2, D2 C1], D = D2 D1,
+    b_x = (b_x2 + B2 b_y1; b_x1), b_y = D2 b_y1 + b_y2 (paper §3). Block triangular: well-posed
+    iff both parts are (Thm 2.8/2.9).
+
+    Parameters
+    ----------
+    m1 : ImplicitModel
+        The first model.
+    m2 : ImplicitModel
+        The second; its inputs are m1's outputs.
+
+    Returns
+    -------
+    ImplicitModel
+        The composition.
+
+    Raises
+    ------
+    ValueError
+        If m2's input size differs from m1's output size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import cascade, from_layers
+    >>> m1 = from_layers([np.array([[1.0, -1.0], [0.5, 0.5]]), np.eye(2)])
+    >>> m2 = from_layers([np.eye(2), np.array([[1.0, 2.0]])])
+    >>> cascade(m1, m2).predict([[1.0, 0.0]]), m2.predict(m1.predict([[1.0, 0.0]]))
+    (array([[2.]]), array([[2.]]))
+    """
     if m2.n_inputs != m1.n_outputs:
         raise ValueError(
             f"cascade: the second model takes {m2.n_inputs} inputs but the first gives "
@@ -366,8 +552,40 @@ def cascade(m1: ImplicitModel, m2: ImplicitModel) -> ImplicitModel:
 
 
 def stack_parallel(m1: ImplicitModel, m2: ImplicitModel, combine: str = "concat") -> ImplicitModel:
-    """Both models on the same input, state (x_1, x_2); outputs concatenated (ŷ_1; ŷ_2) or
-    summed ŷ_1 + ŷ_2. Block diagonal: well-posed iff both parts are."""
+    """Both models on the same input, state (x_1, x_2); outputs concatenated or summed.
+
+    Block diagonal: well-posed iff both parts are.
+
+    Parameters
+    ----------
+    m1 : ImplicitModel
+        The first model.
+    m2 : ImplicitModel
+        The second, with the same number of inputs.
+    combine : {"concat", "sum"}, default="concat"
+        Outputs (ŷ_1; ŷ_2), or ŷ_1 + ŷ_2 (equal output sizes).
+
+    Returns
+    -------
+    ImplicitModel
+        The parallel model.
+
+    Raises
+    ------
+    ValueError
+        If the input (or, for "sum", output) sizes differ or combine is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_layers, stack_parallel
+    >>> m1 = from_layers([np.array([[1.0, -1.0], [0.5, 0.5]]), np.eye(2)])
+    >>> m2 = from_layers([np.eye(2), np.array([[1.0, 2.0]])])
+    >>> stack_parallel(m1, m2).predict([[1.0, 0.0]])
+    array([[1. , 0.5, 1. ]])
+    >>> stack_parallel(m1, m1, combine="sum").predict([[1.0, 0.0]])
+    array([[2., 1.]])
+    """
     if m1.n_inputs != m2.n_inputs:
         raise ValueError(
             f"stack_parallel: models take {m1.n_inputs} and {m2.n_inputs} inputs; they must match"

@@ -289,9 +289,48 @@ def load_mnist(path=None) -> Dataset:
 
 def load_dataset(name: str, *, seed: int = 0, test_size: float = 0.2, label=None,
                  path=None) -> Dataset:
-    """A data set by name (digits, mnist, mnist_5k, breast_cancer, wine, regression_7_1,
-    synthetic_net, synthetic_implicit) or by file path (.npz / .csv). `mnist` is the full set with
-    its fixed 60,000/10,000 split (seed and test_size do not apply); `path` locates its file."""
+    """A data set by name or by file path (.npz / .csv), with a fixed split and input transform.
+
+    `mnist` is the full set with its fixed 60,000/10,000 split (seed and test_size do not apply);
+    `path` locates its file. Other sets are split at random (stratified for classification) and
+    carry the input standardization fitted on the training part.
+
+    Parameters
+    ----------
+    name : str
+        digits, mnist, mnist_5k, breast_cancer, wine, regression_7_1, synthetic_net,
+        synthetic_implicit, or a path to an .npz / .csv file.
+    seed : int, default=0
+        Seed of the split (and of generated data).
+    test_size : float, default=0.2
+        Share of the samples in the test part.
+    label : str or int, optional
+        For a file: the target column (name or index).
+    path : str or Path, optional
+        For mnist: the file holding it.
+
+    Returns
+    -------
+    Dataset
+        Raw features X and targets y, train/test indices, the input transform, classes and the
+        input domain; ``split("train")`` gives (U, y) in the fitting units, ``split("train",
+        raw=True)`` raw inputs.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown, the file cannot be read, or an optional package is missing.
+
+    Examples
+    --------
+    >>> from implicit_cvx.data import load_dataset
+    >>> data = load_dataset("breast_cancer", seed=0)
+    >>> U, y = data.split("train")
+    >>> data.task, U.shape, y.shape, data.classes
+    ('classification', (455, 30), (455,), [0, 1])
+    >>> data.split("test", raw=True)[0].shape
+    (114, 30)
+    """
     from sklearn import datasets
 
     if name == "digits":

@@ -46,7 +46,32 @@ _COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0,
 
 @dataclass
 class EquilibriumInfo:
-    """Status of one equilibrium solve; `residual` is max |X − φ(XAᵀ + UBᵀ + b_x)|."""
+    """Status of one equilibrium solve; `residual` is max |X − φ(XAᵀ + UBᵀ + b_x)|.
+
+    Attributes
+    ----------
+    solver : str
+        The solver that ran ("picard", "anderson", "adaptive", "structured", ...).
+    iterations : int
+        Iterations run.
+    residual : float
+        The final max abs fixed-point residual.
+    converged : bool
+        Whether the residual reached the tolerance.
+    residual_trace : list of float
+        The residual after each iteration.
+    seconds : float
+        Wall time of the solve.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, solve_equilibrium
+    >>> model = ImplicitModel(A=[[0.5, 0.6], [0.3, 0.4]], B=np.eye(2), C=np.eye(2), D=np.zeros((2, 2)))
+    >>> X, info = solve_equilibrium(model, np.array([[1.0, 2.0]]))
+    >>> info.converged, info.residual < 1e-10
+    (True, True)
+    """
 
     solver: str
     iterations: int = 0
@@ -60,7 +85,26 @@ class EquilibriumInfo:
 
 
 class EquilibriumError(RuntimeError):
-    """A solver stopped before the tolerance; `.info` holds its EquilibriumInfo and trace."""
+    """A solver stopped before the tolerance; `.info` holds its EquilibriumInfo and trace.
+
+    Parameters
+    ----------
+    info : EquilibriumInfo
+        The failed solve's status (kept as ``.info``).
+    tol : float
+        The tolerance it missed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, solve_equilibrium
+    >>> model = ImplicitModel(A=[[0.5, 0.6], [0.3, 0.4]], B=np.eye(2), C=np.eye(2), D=np.zeros((2, 2)))
+    >>> try:
+    ...     solve_equilibrium(model, np.array([[1.0, 2.0]]), method="picard", max_iter=1)
+    ... except Exception as error:
+    ...     print(type(error).__name__, error.info.iterations)
+    EquilibriumError 1
+    """
 
     def __init__(self, info: EquilibriumInfo, tol: float):
         self.info = info
@@ -73,7 +117,20 @@ class EquilibriumError(RuntimeError):
 
 
 class IllPosedError(ValueError):
-    """No sufficient well-posedness condition holds for A (with its activation)."""
+    """No sufficient well-posedness condition holds for A (with its activation).
+
+    The message names the conditions that fail and what to do (project A onto the κ-ball,
+    rescale it, or pass force=True to try the solver anyway).
+
+    Examples
+    --------
+    >>> from implicit_cvx import ImplicitModel
+    >>> model = ImplicitModel(A=[[2.0]], B=[[1.0]], C=[[1.0]], D=[[0.0]], activation="tanh")
+    >>> model.predict([[1.0]])
+    Traceback (most recent call last):
+    ...
+    implicit_cvx.equilibrium.IllPosedError: A (shape (1, 1)) is not known to be well-posed: ...
+    """
 
 
 # ---- small numerical helpers ----------------------------------------------------------------
@@ -662,10 +719,54 @@ def solve_equilibrium(
 ):
     """States X (m, n) with X = φ(XAᵀ + UBᵀ + b_x) and an EquilibriumInfo.
 
-    U (m, p) is validated by the model. `method`: "auto" (see `choose_method`), "picard",
-    "anderson", "adaptive" (Picard, Anderson where measured to pay) or "structured". Refuses an A with no sufficient well-posedness condition
-    (IllPosedError) unless force=True; raises EquilibriumError if the max abs residual has not
-    reached `tol` within `max_iter` iterations, unless raise_on_failure=False.
+    Refuses an A with no sufficient well-posedness condition unless force=True.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model; it validates U.
+    U : array_like, shape (m, p)
+        Inputs, one row per sample.
+    method : {"auto", "picard", "anderson", "adaptive", "structured"}, default="auto"
+        "auto" (see `choose_method`), Picard iteration, Anderson acceleration, "adaptive"
+        (Picard, Anderson where measured to pay), or "structured" (block by block in
+        topological order).
+    tol : float, default=1e-10
+        Tolerance on the max abs residual.
+    max_iter : int, default=10000
+        Iteration limit.
+    X0 : ndarray, shape (m, n), optional
+        Warm start.
+    raise_on_failure : bool, default=True
+        Raise EquilibriumError if the tolerance is not reached (else return the last iterate
+        with ``info.converged`` False).
+    force : bool, default=False
+        Run even when no sufficient well-posedness condition holds.
+
+    Returns
+    -------
+    X : ndarray, shape (m, n)
+        The states.
+    info : EquilibriumInfo
+        The solve's status.
+
+    Raises
+    ------
+    IllPosedError
+        If no sufficient well-posedness condition holds and force is False.
+    EquilibriumError
+        If the residual has not reached `tol` within `max_iter` iterations.
+    ValueError
+        If U, X0 or max_iter are invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, solve_equilibrium
+    >>> model = ImplicitModel(A=[[0.5, 0.6], [0.3, 0.4]], B=np.eye(2), C=np.eye(2), D=np.zeros((2, 2)))
+    >>> X, info = solve_equilibrium(model, np.array([[1.0, 2.0]]))
+    >>> X.round(4), info.converged
+    (array([[15.    , 10.8333]]), True)
     """
     start = time.perf_counter()
     U = np.asarray(U, dtype=float)

@@ -55,7 +55,7 @@ _PARAMETERS = """
         Well-posedness ball ‖A‖_∞ ≤ κ, 0 < κ < 1.
     include_D : bool, default=True
         Fit the direct input-output matrix D (else D = 0).
-    loss : {{"squared", "cross_entropy", "hinge"}} or None, default=None
+    loss : {{None, "squared", "cross_entropy", "hinge"}}, default=None
         Training loss; None is cross-entropy for the classifier, squared for the regressor.
         Not used by ``"sim"``.
     max_iter : int, default=30
@@ -232,6 +232,36 @@ class ImplicitClassifier(ClassifierMixin, _ImplicitEstimator):
     _task = "classification"
 
     def fit(self, X, y):
+        """Fit the model to labelled samples; the input standardization is folded into ``model_``.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+            Training inputs.
+        y : array_like, shape (m,)
+            Class labels (at least two classes).
+
+        Returns
+        -------
+        ImplicitClassifier
+            self, fitted.
+
+        Raises
+        ------
+        ValueError
+            If y has a single class, or X and y are invalid.
+        RowFitError
+            If a convex step cannot be certified (unless ``accept_uncertified`` in method_params).
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from implicit_cvx import ImplicitClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = ImplicitClassifier(n_states=4, max_iter=3, random_state=0).fit(X, y)
+        >>> clf.classes_, clf.n_iter_
+        (array([0, 1, 2]), 3)
+        """
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
         self.label_encoder_ = LabelEncoder().fit(y)
@@ -246,15 +276,57 @@ class ImplicitClassifier(ClassifierMixin, _ImplicitEstimator):
         return self
 
     def decision_function(self, X):
-        """Logits (m, K); for two classes one score (m,), positive for ``classes_[1]``: the
-        single logit, or the difference of the two."""
+        """Logits (m, K); for two classes one score (m,), positive for ``classes_[1]``.
+
+        For two classes the score is the single logit, or the difference of the two.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+            Raw inputs.
+
+        Returns
+        -------
+        ndarray, shape (m, K) or (m,)
+            The scores.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from implicit_cvx import ImplicitClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = ImplicitClassifier(n_states=4, max_iter=3, random_state=0).fit(X, y)
+        >>> clf.decision_function(X[:2]).shape
+        (2, 3)
+        """
         logits = self._outputs(X)
         if logits.shape[1] == 1:
             return logits[:, 0]
         return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, X):
-        """softmax of the logits; for one logit z, (1 − σ(z), σ(z))."""
+        """softmax of the logits; for one logit z, (1 − σ(z), σ(z)).
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+            Raw inputs.
+
+        Returns
+        -------
+        ndarray, shape (m, K)
+            Class probabilities, rows summing to 1, columns in the order of ``classes_``.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from implicit_cvx import ImplicitClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = ImplicitClassifier(n_states=4, max_iter=3, random_state=0).fit(X, y)
+        >>> clf.predict_proba(X[:2]).round(3)
+        array([[0.997, 0.003, 0.   ],
+               [0.983, 0.017, 0.   ]])
+        """
         logits = self._outputs(X)
         if logits.shape[1] == 1:
             logits = np.hstack([np.zeros_like(logits), logits])  # softmax(0, z) = (1 − σ(z), σ(z))
@@ -263,6 +335,27 @@ class ImplicitClassifier(ClassifierMixin, _ImplicitEstimator):
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X):
+        """The class of the largest logit (one logit: ``classes_[1]`` iff it is > 0).
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+            Raw inputs.
+
+        Returns
+        -------
+        ndarray, shape (m,)
+            Predicted labels, from ``classes_``.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from implicit_cvx import ImplicitClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = ImplicitClassifier(n_states=4, max_iter=3, random_state=0).fit(X, y)
+        >>> clf.predict(X[:3]), round(clf.score(X, y), 3)
+        (array([0, 0, 0]), 0.987)
+        """
         labels = predicted_labels(self._outputs(X))  # checks that the estimator is fitted first
         return self.classes_[labels]
 
@@ -312,6 +405,36 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
         return tags
 
     def fit(self, X, y):
+        """Fit the model; input and target standardizations are folded into ``model_``.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+            Training inputs.
+        y : array_like, shape (m,) or (m, q)
+            Targets.
+
+        Returns
+        -------
+        ImplicitRegressor
+            self, fitted.
+
+        Raises
+        ------
+        ValueError
+            If X or y are invalid.
+        RowFitError
+            If a convex step cannot be certified (unless ``accept_uncertified`` in method_params).
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_diabetes
+        >>> from implicit_cvx import ImplicitRegressor
+        >>> X, y = load_diabetes(return_X_y=True)
+        >>> reg = ImplicitRegressor(n_states=4, max_iter=3, random_state=0).fit(X[:100], y[:100])
+        >>> reg.model_.n_states, reg.target_scale_.round(1)
+        (4, array([68.8]))
+        """
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
         self._y_1d = y.ndim == 1
         Y = y.reshape(len(y), -1).astype(float)
@@ -324,5 +447,26 @@ class ImplicitRegressor(RegressorMixin, _ImplicitEstimator):
         return self
 
     def predict(self, X):
+        """Predicted targets at the equilibrium, in the targets' units.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+            Raw inputs.
+
+        Returns
+        -------
+        ndarray, shape (m,) or (m, q)
+            Predictions, 1-D when the model was fitted on 1-D targets.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_diabetes
+        >>> from implicit_cvx import ImplicitRegressor
+        >>> X, y = load_diabetes(return_X_y=True)
+        >>> reg = ImplicitRegressor(n_states=4, max_iter=3, random_state=0).fit(X[:100], y[:100])
+        >>> reg.predict(X[:2]).round(1)
+        array([222.1,  95.6])
+        """
         out = self._outputs(X)
         return out[:, 0] if self._y_1d else out

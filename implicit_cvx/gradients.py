@@ -140,7 +140,47 @@ def adjoint_of_states(model, U, X, G_states, tol: float = 1e-12, max_iter: int =
 
 
 def implicit_adjoint(model, U, X, G_out, tol: float = 1e-12, max_iter: int = 10_000):
-    """V (m, n) solving V = Φ ∘ (VA + G_out C) for G_out = ∂L/∂Ŷ (m, q) (App. G)."""
+    """V (m, n) solving V = Φ ∘ (VA + G_out C) for G_out = ∂L/∂Ŷ (m, q) (App. G).
+
+    Φ holds the activation's derivatives at the equilibrium; V is ∂L/∂Z, the gradient with
+    respect to the pre-activations.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    U : ndarray, shape (m, p)
+        Inputs.
+    X : ndarray, shape (m, n)
+        The equilibrium states at U.
+    G_out : ndarray, shape (m, q)
+        ∂L/∂Ŷ.
+    tol : float, default=1e-12
+        Tolerance of the adjoint fixed-point solve.
+    max_iter : int, default=10000
+        Iteration limit of that solve.
+
+    Returns
+    -------
+    ndarray, shape (m, n)
+        V.
+
+    Raises
+    ------
+    ValueError
+        If G_out does not have shape (m, q).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, implicit_adjoint, loss_gradients
+    >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=[[1, 1]], D=[[0, 0]],
+    ...                       b_x=[0, 0.1])
+    >>> U = np.array([[1.0, 0.5]])
+    >>> X = model.equilibrium(U)
+    >>> implicit_adjoint(model, U, X, np.ones((1, 1)))
+    array([[1. , 1.5]])
+    """
     G_out = _check_rows("G_out", G_out, np.shape(X)[0], model.n_outputs)
     return adjoint_of_states(model, U, X, _times(G_out, model.C), tol, max_iter)
 
@@ -161,6 +201,38 @@ def loss_gradients(model, U, X, G_out) -> dict:
     ∇_A = VᵀX, ∇_B = VᵀU, ∇_C = G_outᵀX, ∇_D = G_outᵀU, ∇_b_x = Σ_s V_s, ∇_b_y = Σ_s G_out,s,
     ∇_U = VB + G_out D, with V from `implicit_adjoint`. Sparse weights get sparse gradients on
     their stored pattern.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    U : array_like, shape (m, p)
+        Inputs.
+    X : ndarray, shape (m, n)
+        The equilibrium states at U.
+    G_out : ndarray, shape (m, q)
+        ∂L/∂Ŷ.
+
+    Returns
+    -------
+    dict
+        Gradients by name: "A", "B", "C", "D", "b_x", "b_y", "U".
+
+    Examples
+    --------
+    Check ∂L/∂u_0 for L = sum of the outputs against a central difference:
+
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, implicit_adjoint, loss_gradients
+    >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=[[1, 1]], D=[[0, 0]],
+    ...                       b_x=[0, 0.1])
+    >>> U = np.array([[1.0, 0.5]])
+    >>> X = model.equilibrium(U)
+    >>> grads = loss_gradients(model, U, X, np.ones((1, 1)))
+    >>> h = 1e-6
+    >>> fd = (model.predict(U + [[h, 0]]) - model.predict(U - [[h, 0]])).sum() / (2 * h)
+    >>> round(float(grads["U"][0, 0]), 6), round(float(fd), 6)
+    (1.0, 1.0)
     """
     U = model.check_inputs(U)
     G_out = _check_rows("G_out", G_out, U.shape[0], model.n_outputs)

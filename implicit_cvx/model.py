@@ -294,10 +294,47 @@ def _fold_stored_preprocessing(model, version: int):
 
 class ImplicitModel:
     """An implicit model x = φ(Ax + Bu + b_x), ŷ = Cx + Du + b_y (paper eq. (1)).
-    Weights may be dense arrays or scipy.sparse matrices.
 
-    `metadata` carries what the model file stores beside the weights: kappa, preprocessing,
-    classes, provenance (config, seed, versions), method.
+    Weights may be dense arrays or scipy.sparse matrices. Samples are rows: inputs U (m, p),
+    states X (m, n), outputs Ŷ (m, q). The model is well-posed (one equilibrium per input) under
+    a sufficient condition such as ‖A‖_∞ < 1 (see `wellposedness_report`).
+
+    Parameters
+    ----------
+    A : array_like or sparse matrix, shape (n, n)
+        State-to-state weights.
+    B : array_like or sparse matrix, shape (n, p)
+        Input-to-state weights.
+    C : array_like or sparse matrix, shape (q, n)
+        State-to-output weights.
+    D : array_like or sparse matrix, shape (q, p)
+        Direct input-to-output weights.
+    b_x : array_like, shape (n,), optional
+        State bias (default zero).
+    b_y : array_like, shape (q,), optional
+        Output bias (default zero).
+    activation : str, dict, Activation or ActivationMap, default="relu"
+        The activation φ (see `get_activation`), one for all states or one per block.
+    metadata : dict, optional
+        What the model file stores beside the weights: kappa, preprocessing, classes,
+        provenance (config, seed, versions), method.
+
+    Raises
+    ------
+    ValueError
+        If a weight has the wrong shape or non-finite entries, naming it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel
+    >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+    ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+    >>> model.n_states, model.n_inputs, model.n_outputs
+    (2, 2, 2)
+    >>> model.predict([[1.0, 0.0], [0.0, 1.0]]).round(3)
+    array([[1.05, 0.1 ],
+           [0.  , 1.1 ]])
     """
 
     def __init__(self, A, B, C, D, b_x=None, b_y=None, activation="relu", metadata=None):
@@ -319,25 +356,78 @@ class ImplicitModel:
     # ---- sizes -------------------------------------------------------------------------------
     @property
     def n_states(self) -> int:
+        """Number of states n (the size of A).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.n_states
+        2
+        """
         return self.A.shape[0]
 
     @property
     def n_inputs(self) -> int:
+        """Number of inputs p (the columns of B).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.n_inputs
+        2
+        """
         return self.B.shape[1]
 
     @property
     def n_outputs(self) -> int:
+        """Number of outputs q (the rows of C).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.n_outputs
+        2
+        """
         return self.C.shape[0]
 
     @property
     def n_params(self) -> int:
-        """Entries of A, B, C, D, b_x, b_y."""
+        """Entries of A, B, C, D, b_x, b_y.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.n_params
+        20
+        """
         n, p, q = self.n_states, self.n_inputs, self.n_outputs
         return n * n + n * p + q * n + q * p + n + q
 
     @property
     def nnz(self) -> int:
-        """Nonzero entries of A, B, C, D, b_x, b_y."""
+        """Nonzero entries of A, B, C, D, b_x, b_y.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.nnz
+        7
+        """
         total = 0
         for M in (self.A, self.B, self.C, self.D):
             total += int(M.count_nonzero()) if sp.issparse(M) else int(np.count_nonzero(M))
@@ -345,10 +435,60 @@ class ImplicitModel:
 
     # ---- evaluation --------------------------------------------------------------------------
     def phi(self, Z: np.ndarray) -> np.ndarray:
+        """The activation φ applied to pre-activations Z (states on the last axis).
+
+        Parameters
+        ----------
+        Z : ndarray, shape (..., n)
+            Pre-activations, one state per entry of the last axis.
+
+        Returns
+        -------
+        ndarray, shape (..., n)
+            φ(Z).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.phi(np.array([[-1.0, 2.0]]))
+        array([[0., 2.]])
+        """
         return self.activation.value(Z)
 
     def check_inputs(self, U) -> np.ndarray:
-        """U as a finite float array of shape (m, p); a clear error otherwise."""
+        """U as a finite float array of shape (m, p); a clear error otherwise.
+
+        Parameters
+        ----------
+        U : array_like, shape (m, p) or (p,)
+            Inputs, one row per sample; a 1-D U of length p is one sample.
+
+        Returns
+        -------
+        ndarray, shape (m, p)
+            U as floats.
+
+        Raises
+        ------
+        ValueError
+            If U has the wrong shape or contains NaN or inf.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.check_inputs([1, 2]).shape
+        (1, 2)
+        >>> model.check_inputs([[1, 2, 3]])
+        Traceback (most recent call last):
+        ...
+        ValueError: inputs U have shape (1, 3), expected (m, 2): one row per sample
+        """
         U = np.asarray(U, dtype=float)
         if U.ndim == 1 and self.n_inputs == U.shape[0]:
             U = U[None, :]
@@ -361,24 +501,136 @@ class ImplicitModel:
         return U
 
     def equilibrium(self, U, method: str = "auto", return_info: bool = False, **options):
-        """X (m, n) solving X = φ(XAᵀ + UBᵀ + b_x); options go to `solve_equilibrium`."""
+        """X (m, n) solving X = φ(XAᵀ + UBᵀ + b_x); options go to `solve_equilibrium`.
+
+        Parameters
+        ----------
+        U : array_like, shape (m, p)
+            Inputs, one row per sample.
+        method : str, default="auto"
+            Equilibrium solver ("auto", "picard", "anderson", "adaptive", "structured").
+        return_info : bool, default=False
+            Also return the solver's EquilibriumInfo.
+        **options
+            Passed to `solve_equilibrium` (tol, max_iter, X0, raise_on_failure, force).
+
+        Returns
+        -------
+        X : ndarray, shape (m, n)
+            The states.
+        info : EquilibriumInfo
+            Only with ``return_info=True``.
+
+        Raises
+        ------
+        IllPosedError
+            If no sufficient well-posedness condition holds for A.
+        EquilibriumError
+            If the solver stops before the tolerance.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> X, info = model.equilibrium([[1.0, 0.0]], return_info=True)
+        >>> X.round(3), info.converged
+        (array([[1.05, 0.1 ]]), True)
+        """
         U = self.check_inputs(U)
         X, info = solve_equilibrium(self, U, method=method, **options)
         return (X, info) if return_info else X
 
     def output(self, X: np.ndarray, U: np.ndarray) -> np.ndarray:
-        """Ŷ = XCᵀ + UDᵀ + b_y for given states."""
+        """Ŷ = XCᵀ + UDᵀ + b_y for given states.
+
+        Parameters
+        ----------
+        X : ndarray, shape (m, n)
+            States, e.g. from `equilibrium`.
+        U : ndarray, shape (m, p)
+            The inputs the states belong to.
+
+        Returns
+        -------
+        ndarray, shape (m, q)
+            The outputs.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.output(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))
+        array([[1., 2.]])
+        """
         return np.asarray(self.C @ X.T).T + np.asarray(self.D @ U.T).T + self.b_y
 
     def predict(self, U, **options) -> np.ndarray:
-        """Linear outputs Ŷ (m, q) at the equilibrium (logits for a classifier)."""
+        """Linear outputs Ŷ (m, q) at the equilibrium (logits for a classifier).
+
+        Parameters
+        ----------
+        U : array_like, shape (m, p)
+            Inputs, one row per sample.
+        **options
+            Passed to `equilibrium` (method, tol, ...).
+
+        Returns
+        -------
+        ndarray, shape (m, q)
+            The outputs Ŷ = XCᵀ + UDᵀ + b_y at the equilibrium states X.
+
+        Raises
+        ------
+        ValueError
+            If U has the wrong shape or non-finite entries.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.predict([[1.0, 0.0], [0.0, 1.0]]).round(3)
+        array([[1.05, 0.1 ],
+               [0.  , 1.1 ]])
+        """
         U = self.check_inputs(U)
         return self.output(self.equilibrium(U, **options), U)
 
     # ---- copies ------------------------------------------------------------------------------
     def with_weights(self, **changes) -> ImplicitModel:
-        """A new model with some of A, B, C, D, b_x, b_y (or the activation) replaced;
-        everything else, metadata included, is copied."""
+        """A new model with some of A, B, C, D, b_x, b_y (or the activation) replaced.
+
+        Everything else, metadata included, is copied.
+
+        Parameters
+        ----------
+        **changes
+            New values by name: A, B, C, D, b_x, b_y, activation.
+
+        Returns
+        -------
+        ImplicitModel
+            The new model.
+
+        Raises
+        ------
+        ValueError
+            If a name is not one of the fields above.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> model.with_weights(b_x=[0.0, 0.0]).predict([[0.0, 1.0]])
+        array([[0., 1.]])
+        """
         names = _WEIGHTS + _VECTORS
         unknown = sorted(set(changes) - set(names) - {"activation"})
         if unknown:
@@ -393,13 +645,62 @@ class ImplicitModel:
         )
 
     def copy(self) -> ImplicitModel:
-        """An independent deep copy (arrays and metadata)."""
+        """An independent deep copy (arrays and metadata).
+
+        Returns
+        -------
+        ImplicitModel
+            The copy.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> twin = model.copy()
+        >>> twin.A[0, 1] = 0.0
+        >>> float(model.A[0, 1])
+        0.5
+        """
         return self.with_weights()
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write one compressed .npz (arrays + JSON header, no pickles) atomically; ".npz" is
-        appended if missing. Returns the path written."""
+        """Write one compressed .npz (arrays + JSON header, no pickles) atomically.
+
+        ".npz" is appended if missing.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write; its directory must exist.
+
+        Returns
+        -------
+        Path
+            The path written.
+
+        Raises
+        ------
+        ValueError
+            If the metadata cannot be stored as JSON.
+        FileNotFoundError
+            If the directory does not exist.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = model.save(Path(tmp) / "model")
+        ...     print(path.name, ImplicitModel.load(path).n_states)
+        model.npz 2
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
@@ -430,8 +731,41 @@ class ImplicitModel:
 
     @classmethod
     def load(cls, path) -> ImplicitModel:
-        """Read a model written by `save`; any other, damaged or inconsistent file gives a
-        ValueError naming it and the field. A stored preprocessing (format 1) is folded in."""
+        """Read a model written by `save`.
+
+        Any other, damaged or inconsistent file gives a ValueError naming it and the field. A stored
+        preprocessing (format 1) is folded in.
+
+        Parameters
+        ----------
+        path : str or Path
+            The .npz file.
+
+        Returns
+        -------
+        ImplicitModel
+            The model, taking raw inputs.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        ValueError
+            If the file is not a valid model file (naming the field).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     loaded = ImplicitModel.load(model.save(Path(tmp) / "model.npz"))
+        >>> bool(np.array_equal(loaded.A, model.A))
+        True
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
@@ -458,7 +792,25 @@ class ImplicitModel:
 
     # ---- summaries ---------------------------------------------------------------------------
     def describe(self) -> dict:
-        """Sizes, sparsity, ‖A‖_∞, λ_pf(|A|), well-posedness and activation: `implicit-cvx info`."""
+        """Sizes, sparsity, ‖A‖_∞, λ_pf(|A|), well-posedness and activation: `implicit-cvx info`.
+
+        Returns
+        -------
+        dict
+            JSON-ready summary: n_states, n_inputs, n_outputs, shapes, sparse, n_params, nnz,
+            nnz_fraction, inf_norm_A, pf_eigenvalue, well_posed, wellposedness, activation, kappa,
+            method, classes, inputs, ...
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from implicit_cvx import ImplicitModel
+        >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=np.eye(2),
+        ...                       D=np.zeros((2, 2)), b_x=[0, 0.1])
+        >>> info = model.describe()
+        >>> info["inf_norm_A"], info["pf_eigenvalue"], info["well_posed"]
+        (0.5, 0.0, True)
+        """
         report = wellposedness_report(self.A, activation=self.activation)
         return {
             "n_states": self.n_states,

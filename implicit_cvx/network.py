@@ -302,9 +302,37 @@ def _input_shape(input_shape) -> tuple[int, tuple | None]:
 def from_sequential(layers, input_shape) -> ImplicitModel:
     """The implicit model of a sequential network (see the module docstring for the layers).
 
-    input_shape: the input size p, or (C, H, W) for images flattened channel-major. The output
-    is the last signal (linear if the network ends with an affine layer). States are the
-    activated signals in order; affine layers and BatchNorm are folded into A, B, b_x, C, D.
+    States are the activated signals in order; affine layers and BatchNorm are folded into
+    A, B, b_x, C, D. The output is the last signal (linear if the network ends with an affine
+    layer).
+
+    Parameters
+    ----------
+    layers : list
+        Layer specs: `Linear`, `Conv2d`, `BatchNorm`, `MaxPool2d`, `Flatten`, `Residual`, and
+        activations (a name, a dict or an activation object).
+    input_shape : int or tuple of int
+        The input size p, or (C, H, W) for images flattened channel-major.
+
+    Returns
+    -------
+    ImplicitModel
+        The network as one implicit model (block triangular A).
+
+    Raises
+    ------
+    ValueError
+        If a layer is unknown or its sizes do not fit, naming the layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_sequential
+    >>> from implicit_cvx.network import Linear
+    >>> layers = [Linear(np.array([[1.0, -1.0], [0.5, 0.5]])), "relu", Linear(np.array([[1.0, 2.0]]))]
+    >>> model = from_sequential(layers, input_shape=2)
+    >>> model.n_states, model.predict([[1.0, 0.0]])
+    (2, array([[2.]]))
     """
     p, shape = _input_shape(input_shape)
     builder = Builder(p)

@@ -96,7 +96,24 @@ def row_l1_norms(A) -> np.ndarray:
 
 
 def inf_norm(A) -> float:
-    """‖A‖_∞ = max_i Σ_j |A_ij| (0 for an empty matrix); an upper bound on λ_pf(|A|)."""
+    """‖A‖_∞ = max_i Σ_j |A_ij| (0 for an empty matrix); an upper bound on λ_pf(|A|).
+
+    Parameters
+    ----------
+    A : array_like or sparse matrix, shape (n, k)
+        The matrix.
+
+    Returns
+    -------
+    float
+        The largest row ℓ1 norm.
+
+    Examples
+    --------
+    >>> from implicit_cvx import inf_norm
+    >>> inf_norm([[0.5, -0.6], [0.3, 0.4]])
+    1.1
+    """
     norms = row_l1_norms(A)
     return float(norms.max()) if norms.size else 0.0
 
@@ -144,7 +161,32 @@ def project_l1_ball_rows(V, radius) -> np.ndarray:
     """Euclidean projection of each row of V onto {v : ‖v‖_1 ≤ radius} (scalar or per-row).
 
     Exact and vectorized over rows, O(d log d) per row; rows with ‖v‖_1 ≤ radius(1 + BALL_RTOL)
-    are returned unchanged bit for bit, projected rows satisfy ‖w‖_1 ≤ radius. A 1-D V is one row.
+    are returned unchanged bit for bit, projected rows satisfy ‖w‖_1 ≤ radius.
+
+    Parameters
+    ----------
+    V : array_like, shape (m, d) or (d,)
+        The rows; a 1-D V is one row.
+    radius : float or array_like of shape (m,)
+        The ball's radius, one for all rows or one per row; finite and ≥ 0.
+
+    Returns
+    -------
+    ndarray, same shape as V
+        The projected rows.
+
+    Raises
+    ------
+    ValueError
+        If V is not a vector or matrix, contains NaN or inf, or a radius is negative or has
+        the wrong shape.
+
+    Examples
+    --------
+    >>> from implicit_cvx import project_l1_ball_rows
+    >>> project_l1_ball_rows([[1.0, -1.0], [0.2, 0.1]], 0.5)
+    array([[ 0.25, -0.25],
+           [ 0.2 ,  0.1 ]])
     """
     V = np.asarray(V, dtype=float)
     single = V.ndim == 1

@@ -188,13 +188,52 @@ def _shard_parts(directory: Path, Y, transform, x_key: str, y_key: str) -> list[
 
 def partition(U, Y=None, *, partitions: int | None = None, rows: int | None = None,
               transform=None, x_key: str = "X", y_key: str = "y") -> list[Part]:
-    """The samples (U, Y) as a list of Parts.
+    """The samples (U, Y) as a list of Parts, each loaded where it is used.
 
-    U: an array (also np.memmap), a path to a `.npy` (memory-mapped), a directory of `.npy` /
-    `.npz` shards (one part per shard; `.npz` shards carry arrays x_key and y_key), a dask.array
-    (one part per row range), or an existing list of Parts (returned as is). Y: None, an array or
-    `.npy` path aligned with U's rows, or a dask.array. Arrays and files are cut into `partitions`
-    near-equal parts or parts of `rows` rows (default: one part).
+    Arrays and files are cut into `partitions` near-equal parts or parts of `rows` rows (default:
+    one part); a directory of shards gives one part per shard; a dask.array one part per row
+    range; an existing list of Parts is returned as is.
+
+    Parameters
+    ----------
+    U : array_like, str, Path, dask array or list of Part
+        An array (also np.memmap), a path to a `.npy` (memory-mapped), a directory of `.npy` /
+        `.npz` shards (`.npz` shards carry arrays x_key and y_key), a dask.array, or Parts.
+    Y : array_like, str or dask array, optional
+        Targets aligned with U's rows (an array, a `.npy` path or a dask.array).
+    partitions : int, optional
+        Number of parts.
+    rows : int, optional
+        Rows per part, instead of `partitions`.
+    transform : InputTransform, optional
+        Applied to the inputs after loading (raw rows travel, float64 is made where loaded).
+    x_key : str, default="X"
+        The inputs' array name in `.npz` shards.
+    y_key : str, default="y"
+        The targets' array name in `.npz` shards.
+
+    Returns
+    -------
+    list of Part
+        The parts; ``part.load()`` returns (U_p, Y_p), validated finite.
+
+    Raises
+    ------
+    ValueError
+        If the inputs are not 2-D, the targets do not align, or a path is neither a .npy file
+        nor a directory of shards.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx.partitions import partition
+    >>> parts = partition(np.arange(20.0).reshape(10, 2), np.arange(10), partitions=3)
+    >>> [part.rows for part in parts]
+    [3, 4, 3]
+    >>> parts[0].load()
+    (array([[0., 1.],
+           [2., 3.],
+           [4., 5.]]), array([0, 1, 2]))
     """
     if isinstance(U, list) and all(isinstance(p, Part) for p in U):
         return U

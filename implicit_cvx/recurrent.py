@@ -71,8 +71,50 @@ def from_rnn(weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, steps: int,
              activation="tanh", head=None, outputs: str = "last") -> ImplicitModel:
     """An Elman RNN h_t = φ(W_ih u_t + b_ih + W_hh h_{t−1} + b_hh), h_0 = 0, over `steps` steps.
 
-    State x = (h_1, …, h_T); output h_T (outputs="last") or (h_1; …; h_T) ("all"), mapped by the
-    optional head (W, b) or W. φ: "tanh" or "relu" as in torch.nn.RNN, or any CONE activation.
+    State x = (h_1, …, h_T); an input row is the sequence (u_1, …, u_T) flattened time-major.
+    A is strictly block triangular: well-posed for any weights.
+
+    Parameters
+    ----------
+    weight_ih : array_like, shape (h, p)
+        Input weights (torch.nn.RNN's weight_ih_l0).
+    weight_hh : array_like, shape (h, h)
+        Recurrent weights.
+    bias_ih : array_like, shape (h,), optional
+        Input bias.
+    bias_hh : array_like, shape (h,), optional
+        Recurrent bias.
+    steps : int
+        The number of time steps T.
+    activation : str, dict or Activation, default="tanh"
+        φ: "tanh" or "relu" as in torch.nn.RNN, or any CONE activation.
+    head : (W, b) or array_like, optional
+        A linear map applied to the output.
+    outputs : {"last", "all"}, default="last"
+        Output h_T, or (h_1; …; h_T).
+
+    Returns
+    -------
+    ImplicitModel
+        A model with T·p inputs.
+
+    Raises
+    ------
+    ValueError
+        If the weight shapes do not fit or steps < 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_rnn
+    >>> W_ih, W_hh = np.array([[0.5], [-1.0]]), np.array([[0.2, 0.0], [0.1, 0.3]])
+    >>> rnn = from_rnn(W_ih, W_hh, steps=3)
+    >>> u = [1.0, 0.5, -0.5]
+    >>> h = np.zeros(2)
+    >>> for u_t in u:
+    ...     h = np.tanh(W_ih[:, 0] * u_t + W_hh @ h)
+    >>> rnn.predict([u]).round(4), h.round(4)
+    (array([[-0.182 ,  0.3409]]), array([-0.182 ,  0.3409]))
     """
     W_ih, W_hh, h, p = _check(weight_ih, weight_hh, 1, "from_rnn")
     b = _bias(bias_ih, bias_hh, h)
@@ -100,6 +142,44 @@ def from_lstm(weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, steps: int, h
     Per step three gate blocks: σ(f)∘c_{t−1} (from step 2 on), σ(i)∘tanh(g), and
     h_t = σ(o)∘tanh(c_t) with c_t the sum of the first two (see the module docstring for what
     this construction allows). Output h_T or (h_1; …; h_T), through the optional head.
+
+    Parameters
+    ----------
+    weight_ih : array_like, shape (4h, p)
+        Input weights of the gates i, f, g, o.
+    weight_hh : array_like, shape (4h, h)
+        Recurrent weights.
+    bias_ih : array_like, shape (4h,), optional
+        Input bias.
+    bias_hh : array_like, shape (4h,), optional
+        Recurrent bias.
+    steps : int
+        The number of time steps T.
+    head : (W, b) or array_like, optional
+        A linear map applied to the output.
+    outputs : {"last", "all"}, default="last"
+        Output h_T, or (h_1; …; h_T).
+
+    Returns
+    -------
+    ImplicitModel
+        A model with T·p inputs (time-major).
+
+    Raises
+    ------
+    ValueError
+        If the weight shapes do not fit or steps < 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import from_lstm
+    >>> rng = np.random.default_rng(0)
+    >>> lstm = from_lstm(0.5 * rng.normal(size=(8, 1)), 0.5 * rng.normal(size=(8, 2)), steps=3)
+    >>> lstm.n_inputs, lstm.n_outputs
+    (3, 2)
+    >>> lstm.predict([[1.0, 0.5, -0.5]]).round(4)
+    array([[0.0027, 0.003 ]])
     """
     W_ih, W_hh, h, p = _check(weight_ih, weight_hh, 4, "from_lstm")
     b = _bias(bias_ih, bias_hh, 4 * h)

@@ -155,8 +155,37 @@ def _input_shape(specs: list, input_shape):
 def from_torch(module, input_shape=None) -> ImplicitModel:
     """The ImplicitModel of an nn.Sequential (see the module docstring) or of an ImplicitModule.
 
-    input_shape: (C, H, W) of the images (inputs flattened channel-major), or the input size;
-    inferred when the first layer is nn.Linear. Outputs equal the module's outputs (float64).
+    Outputs equal the module's outputs (computed in float64).
+
+    Parameters
+    ----------
+    module : torch.nn.Sequential or ImplicitModule
+        The network.
+    input_shape : int or tuple of int, optional
+        (C, H, W) of the images (inputs flattened channel-major), or the input size; inferred
+        when the first layer is nn.Linear.
+
+    Returns
+    -------
+    ImplicitModel
+        The equivalent model.
+
+    Raises
+    ------
+    ValueError
+        If a layer is not supported (naming it) or the input shape cannot be inferred.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from implicit_cvx import from_torch
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    >>> model = from_torch(net)
+    >>> u = np.array([[1.0, -0.5]])
+    >>> model.predict(u).round(5), net(torch.tensor(u, dtype=torch.float32)).detach().numpy().round(5)
+    (array([[-0.59325]]), array([[-0.59325]], dtype=float32))
     """
     if isinstance(module, ImplicitModule):
         return module.to_model()
@@ -247,7 +276,34 @@ class ImplicitModule(nn.Module):
 
 def to_torch(model: ImplicitModel, tol: float = 1e-12) -> ImplicitModule:
     """An nn.Module computing the model's outputs; gradients by implicit differentiation.
-    `tol`: the equilibrium tolerance of every forward pass."""
+
+    Forward solves the equilibrium with this package's solvers (float64); backward is the
+    implicit gradient (App. G), so the module trains with any torch optimizer.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    tol : float, default=1e-12
+        The equilibrium tolerance of every forward pass.
+
+    Returns
+    -------
+    ImplicitModule
+        The module; ``to_model()`` gives back an ImplicitModel with its current weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from implicit_cvx import ImplicitModel, to_torch
+    >>> model = ImplicitModel(A=[[0, 0.5], [0, 0]], B=[[1, -1], [0, 1]], C=[[1, 1]], D=[[0, 0]],
+    ...                       b_x=[0, 0.1])
+    >>> module = to_torch(model)
+    >>> u = torch.tensor([[1.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    >>> module(u).sum().backward()
+    >>> u.grad
+    tensor([[1.0000, 0.5000]], dtype=torch.float64)
+    """
     if not isinstance(model, ImplicitModel):
         raise ValueError(f"to_torch needs an ImplicitModel, got {type(model).__name__}")
     return ImplicitModule(model, tol)

@@ -165,6 +165,32 @@ def pf_eigenvalue(A, structure: BlockStructure | None = None) -> float:
     """λ_pf(|A|), the spectral radius of |A| (Thm 2.2), computed per strongly connected component.
 
     Acyclic components contribute exactly 0, so a nilpotent |A| (feed-forward) gives 0.
+    λ_pf(|A|) < 1 is a sufficient condition for well-posedness.
+
+    Parameters
+    ----------
+    A : array_like or sparse matrix, shape (n, n)
+        The state matrix.
+    structure : BlockStructure, optional
+        A's block structure, if already computed (`block_structure(A)`).
+
+    Returns
+    -------
+    float
+        λ_pf(|A|).
+
+    Raises
+    ------
+    ValueError
+        If A is not square.
+
+    Examples
+    --------
+    >>> from implicit_cvx import pf_eigenvalue
+    >>> round(pf_eigenvalue([[0.5, 0.6], [0.3, 0.4]]), 4)
+    0.8772
+    >>> pf_eigenvalue([[0.0, 1.5], [0.0, 0.0]])  # feed-forward
+    0.0
     """
     A = check_matrix("A", A)
     if A.shape[0] != A.shape[1]:
@@ -198,6 +224,31 @@ def project_inf_ball(A, kappa):
 
     Sparse input keeps its sparsity pattern (the projection never creates nonzeros) and returns
     CSR. Scaling A by κ/‖A‖_∞ is feasible too, but it is not this projection.
+
+    Parameters
+    ----------
+    A : array_like or sparse matrix, shape (n, n)
+        The matrix to project.
+    kappa : float
+        The radius κ, 0 < κ < 1.
+
+    Returns
+    -------
+    ndarray or scipy.sparse.csr_matrix
+        The projection (dense for dense input).
+
+    Raises
+    ------
+    ValueError
+        If κ lies outside (0, 1) or A contains NaN or inf.
+
+    Examples
+    --------
+    >>> from implicit_cvx import inf_norm, project_inf_ball
+    >>> P = project_inf_ball([[0.5, 0.6], [0.3, 0.4]], 0.95)
+    >>> P.round(3), round(inf_norm(P), 6)
+    (array([[0.425, 0.525],
+           [0.3  , 0.4  ]]), 0.95)
     """
     kappa = check_kappa(kappa)
     A = check_matrix("A", A)
@@ -238,9 +289,41 @@ def _scaled_model(model, w: np.ndarray, note: dict):
 def rescale(model, kappa, method: str = "resolvent"):
     """An equivalent model with ‖A‖_∞ < κ by a diagonal state scaling (paper §2.5).
 
-    method="resolvent": w = (κI − |A|)⁻¹𝟙, any A with λ_pf(|A|) < κ. method="pf": w = Perron
-    vector of |A|, reaching ‖A‖_∞ = λ_pf(|A|); needs |A| irreducible. φ must be positively
-    homogeneous (ReLU, leaky ReLU, identity).
+    The states are scaled by S = diag(1/w): (A, B, b_x, C) becomes (SAS⁻¹, SB, S b_x, CS⁻¹),
+    which predicts the same when φ is positively homogeneous (ReLU, leaky ReLU, identity).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model; componentwise, positively homogeneous activation.
+    kappa : float
+        The target, 0 < κ < 1.
+    method : {"resolvent", "pf"}, default="resolvent"
+        "resolvent": w = (κI − |A|)⁻¹𝟙, any A with λ_pf(|A|) < κ. "pf": w = Perron vector of
+        |A|, reaching ‖A‖_∞ = λ_pf(|A|); needs |A| irreducible.
+
+    Returns
+    -------
+    ImplicitModel
+        The rescaled model; metadata["rescaling"] records the scaling.
+
+    Raises
+    ------
+    ValueError
+        If the method is unknown, the activation is not positively homogeneous or couples
+        states, or λ_pf(|A|) ≥ κ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, inf_norm, rescale
+    >>> model = ImplicitModel(A=[[0.5, 0.6], [0.3, 0.4]], B=np.eye(2), C=np.eye(2),
+    ...                       D=np.zeros((2, 2)))
+    >>> scaled = rescale(model, 0.95)
+    >>> inf_norm(model.A), round(inf_norm(scaled.A), 4)
+    (1.1, 0.8913)
+    >>> bool(np.allclose(scaled.predict([[1.0, 2.0]]), model.predict([[1.0, 2.0]])))
+    True
     """
     kappa = check_kappa(kappa)
     if method not in ("resolvent", "pf"):
@@ -350,8 +433,32 @@ def _blip_component_eigenvalues(A, activation, structure: BlockStructure) -> np.
 
 
 def blip_eigenvalue(A, activation) -> float:
-    """λ_pf(N) of the reduced matrix of Thm 2.7 (see `blip_matrix`): < 1 means well-posed for
-    the given activation map (per-block Lipschitz constants), and Picard converges."""
+    """λ_pf(N) of the reduced matrix of Thm 2.7 (see `blip_matrix`).
+
+    < 1 means well-posed for the given activation map (per-block Lipschitz constants), and Picard
+    converges.
+
+    Parameters
+    ----------
+    A : array_like or sparse matrix, shape (n, n)
+        The state matrix.
+    activation : str, dict, activation or ActivationMap
+        The activation of the states (one spec for all, or a map).
+
+    Returns
+    -------
+    float
+        λ_pf(N).
+
+    Examples
+    --------
+    A softmax block has γ = 1/2, so a block with ‖A‖_∞ = 1.8 is still well-posed:
+
+    >>> import numpy as np
+    >>> from implicit_cvx import blip_eigenvalue
+    >>> round(blip_eigenvalue(np.full((2, 2), 0.9), "softmax"), 6)
+    0.9
+    """
     A = check_matrix("A", A)
     amap = ActivationMap.build(activation, A.shape[0])
     structure = block_structure(A, amap.groups)
@@ -422,7 +529,37 @@ def wellposedness_report(A, kappa=None, activation=None) -> dict:
     A = [[−2, .5], [0, .3]] is well-posed with ReLU though ‖A‖_∞, λ_pf(|A|) > 1). ‖A‖_∞ < 1 and
     λ_pf(|A|) < 1 count only when they suffice for that map (γ ≤ 1; CONE states).
     The equilibrium solvers refuse to run when "well_posed" is False, quoting "reason".
-    With κ given, also reports "in_ball" (‖A‖_∞ ≤ κ(1 + BALL_RTOL)) and "pf<kappa" (rescalable).
+
+    Parameters
+    ----------
+    A : array_like or sparse matrix, shape (n, n)
+        The state matrix.
+    kappa : float, optional
+        With κ given, also reports "in_ball" (‖A‖_∞ ≤ κ(1 + BALL_RTOL)) and "pf<kappa"
+        (rescalable into the κ-ball).
+    activation : str, dict, activation or ActivationMap, optional
+        The activation, for the activation-specific conditions above.
+
+    Returns
+    -------
+    dict
+        "inf_norm", "pf_eigenvalue", "triangular", "n_components", "n_cyclic",
+        "largest_cyclic_block", "conditions" (those that hold), "well_posed", "reason", and
+        the κ and activation entries described above.
+
+    Raises
+    ------
+    ValueError
+        If A is not square.
+
+    Examples
+    --------
+    >>> from implicit_cvx import wellposedness_report
+    >>> report = wellposedness_report([[0.5, 0.6], [0.3, 0.4]], kappa=0.95)
+    >>> report["conditions"], report["in_ball"], report["pf<kappa"]
+    (['pf<1', 'per_block'], False, True)
+    >>> wellposedness_report([[-2, 0.5], [0, 0.3]], activation="relu")["well_posed"]
+    True
     """
     A = check_matrix("A", A)
     if A.shape[0] != A.shape[1]:

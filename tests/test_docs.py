@@ -198,6 +198,11 @@ def test_mkdocs_strict_build(tmp_path):
     assert proc.returncode == 0, log[-5000:]
     assert "WARNING" not in log, log[-5000:]
     assert (tmp_path / "site" / "api" / "robust.html").exists()
+    # objects documented at import time (docs/griffe_fit.py): the generated fit functions and the
+    # estimators' assembled docstrings are rendered with their parameters
+    train = (tmp_path / "site" / "api" / "train.html").read_text()
+    assert 'id="implicit_cvx.train.adjoint.fit_adjoint"' in train and "Seed of the one random" in train
+    assert "method_params" in (tmp_path / "site" / "api" / "estimators.html").read_text()
 
 
 OUTSIDE = re.compile(r"DESIGN|shared/|\.\./shared")

@@ -67,11 +67,39 @@ class _Block:
 
 @dataclass(frozen=True)
 class MaxPoolBlock(_Block):
-    """ψ(max over a window) of a (C, H, W) block, flattened channel-major (torch.nn.MaxPool2d
-    semantics: stride defaults to the kernel, padding counts as −∞). ψ is a nondecreasing scalar
-    activation (default identity), so ψ∘max = max∘ψ: a conv layer, its ReLU and the pooling
-    after it are one block. The C·Ho·Wo pooled values are the first states; the rest are 0.
-    ℓ∞-Lipschitz with γ = Lip(ψ)."""
+    """ψ(max over a window) of a (C, H, W) block, flattened channel-major.
+
+    torch.nn.MaxPool2d semantics: stride defaults to the kernel, padding counts as −∞. ψ is a
+    nondecreasing scalar activation (default identity), so ψ∘max = max∘ψ: a conv layer, its ReLU
+    and the pooling after it are one block. The C·Ho·Wo pooled values are the first states; the
+    rest are 0. ℓ∞-Lipschitz with γ = Lip(ψ).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (C, H, W) of the block's input map; the block has C·H·W states.
+    kernel : int or tuple of int, default=(2, 2)
+        Window size.
+    stride : int or tuple of int, optional
+        Window step (default: the kernel).
+    padding : int or tuple of int, default=(0, 0)
+        Padding on each side, at most half the kernel.
+    inner : Activation, default=Activation("identity")
+        The nondecreasing scalar ψ applied before the max.
+
+    Raises
+    ------
+    ValueError
+        If the shape, kernel, stride or padding do not fit together.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import MaxPoolBlock
+    >>> pool = MaxPoolBlock(shape=(1, 2, 2))
+    >>> pool.value(np.array([[1.0, 3.0, -2.0, 0.0]])), pool.lipschitz
+    (array([[3., 0., 0., 0.]]), 1.0)
+    """
 
     shape: tuple
     kernel: tuple = (2, 2)
@@ -200,8 +228,18 @@ class MaxPoolBlock(_Block):
 
 @dataclass(frozen=True)
 class SoftmaxBlock(_Block):
-    """p = softmax(z) over the block (a normalization onto the probability simplex). Its
-    Jacobian diag(p) − ppᵀ has ℓ∞ norm max_i 2p_i(1 − p_i) ≤ 1/2, so γ = 1/2."""
+    """p = softmax(z) over the block (a normalization onto the probability simplex).
+
+    Its Jacobian diag(p) − ppᵀ has ℓ∞ norm max_i 2p_i(1 − p_i) ≤ 1/2, so γ = 1/2. It takes no
+    parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import SoftmaxBlock
+    >>> SoftmaxBlock().value(np.array([[0.0, 0.0]])), SoftmaxBlock.lipschitz
+    (array([[0.5, 0.5]]), 0.5)
+    """
 
     name: ClassVar[str] = "softmax"
 
@@ -257,10 +295,27 @@ class SoftmaxBlock(_Block):
 
 @dataclass(frozen=True)
 class GateBlock(_Block):
-    """A multiplicative gate on a block of 2h states (a; b): x = (ψ_a(a) ∘ ψ_b(b); 0), e.g. an
-    LSTM's σ(z_i)∘tanh(z_g) or the elementwise product of two models' outputs (identity ×
+    """A multiplicative gate on a block of 2h states (a; b): x = (ψ_a(a) ∘ ψ_b(b); 0).
+
+    E.g. an LSTM's σ(z_i)∘tanh(z_g) or the elementwise product of two models' outputs (identity ×
     identity). γ = Lip(ψ_a)·sup|ψ_b| + sup|ψ_a|·Lip(ψ_b): 5/4 for sigmoid × tanh, infinite
-    when a factor is unbounded — then only block-triangular (feed-forward) use is well-posed."""
+    when a factor is unbounded — then only block-triangular (feed-forward) use is well-posed.
+
+    Parameters
+    ----------
+    left : Activation, default=Activation("identity")
+        ψ_a, applied to the first half a.
+    right : Activation, default=Activation("identity")
+        ψ_b, applied to the second half b.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import Activation, GateBlock
+    >>> gate = GateBlock(left=Activation("sigmoid"), right=Activation("tanh"))
+    >>> gate.value(np.array([[0.0, 1.0]])).round(4), gate.lipschitz
+    (array([[0.3808, 0.    ]]), 1.25)
+    """
 
     left: Activation = Activation("identity")
     right: Activation = Activation("identity")

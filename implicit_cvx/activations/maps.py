@@ -14,9 +14,40 @@ from .scalar import Activation, scalar_activation
 
 
 def get_activation(spec):
-    """An activation from a name ("relu"), a dict ({"name": "leaky_relu", "alpha": 0.1},
-    {"name": "maxpool", ...}), or an activation object (returned as is). Names and dicts of
-    block activations give the classes of `blocks.py`."""
+    """An activation from a name, a dict, or an activation object (returned as is).
+
+    Names ("relu") and dicts ({"name": "leaky_relu", "alpha": 0.1}, {"name": "maxpool", ...})
+    of block activations give the classes of `blocks.py` (MaxPoolBlock, SoftmaxBlock,
+    GateBlock); the others give a scalar Activation.
+
+    Parameters
+    ----------
+    spec : str, dict, Activation or block activation
+        What to build.
+
+    Returns
+    -------
+    Activation or block activation
+        The activation.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown or the activation is expansive (well-posedness could not be
+        guaranteed), listing the choices.
+
+    Examples
+    --------
+    >>> from implicit_cvx import get_activation
+    >>> get_activation({"name": "leaky_relu", "alpha": 0.1})
+    Activation(name='leaky_relu', alpha=0.1)
+    >>> get_activation("softmax")
+    SoftmaxBlock()
+    >>> get_activation("gelu")
+    Traceback (most recent call last):
+    ...
+    ValueError: activation 'gelu' is not componentwise non-expansive (its slope reaches about 1.13), ...
+    """
     if isinstance(spec, (Activation, *BLOCK_ACTIVATIONS.values())):
         return spec
     if isinstance(spec, str) and spec.strip().lower() in BLOCK_ACTIVATIONS:
@@ -30,9 +61,24 @@ def get_activation(spec):
 class ActivationMap:
     """The activation of every state: one per contiguous block of states (one block = uniform).
 
-    `blocks` is a tuple of (activation, start, stop) covering 0..n without gaps. A scalar
-    Activation acts on each state of its block alone; a block activation (`blip.py`) maps the
-    whole block R^k → R^k and couples its states. Arrays have states on the last axis.
+    A scalar Activation acts on each state of its block alone; a block activation maps the whole
+    block R^k → R^k and couples its states. Arrays have states on the last axis. Build one with
+    `ActivationMap.build(spec, n)`.
+
+    Parameters
+    ----------
+    blocks : tuple of (activation, start, stop)
+        The blocks, covering 0..n without gaps.
+    n : int, default=0
+        Number of states.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ActivationMap
+    >>> amap = ActivationMap.build([("relu", 2), ("softmax", 2)], 4)
+    >>> amap.value(np.array([[-1.0, 1.0, 0.0, 0.0]]))
+    array([[0. , 1. , 0.5, 0.5]])
     """
 
     blocks: tuple = field()

@@ -22,7 +22,33 @@ _EXPANSIVE = {
 
 @dataclass(frozen=True)
 class Activation:
-    """One scalar CONE activation: value and derivative act elementwise on arrays."""
+    """One scalar CONE activation: value and derivative act elementwise on arrays.
+
+    Componentwise non-expansive: |φ(a) − φ(b)| ≤ |a − b|, which well-posedness needs (Thm 2.2);
+    expansive functions (gelu, swish, selu, ...) are refused with the reason.
+
+    Parameters
+    ----------
+    name : str
+        The function: "relu", "leaky_relu", "tanh", "sigmoid" or "identity".
+    alpha : float, default=0.0
+        leaky_relu's slope for negative inputs, in [0, 1] (ignored by the others).
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown or expansive, or alpha lies outside [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import Activation
+    >>> tanh = Activation("tanh")
+    >>> tanh.value(np.array([0.0, 1.0])).round(4), tanh.lipschitz
+    (array([0.    , 0.7616]), 1.0)
+    >>> Activation("leaky_relu", alpha=0.1).value(np.array([-1.0, 2.0]))
+    array([-0.1,  2. ])
+    """
 
     name: str
     alpha: float = 0.0  # leaky_relu slope for negative inputs, in [0, 1]

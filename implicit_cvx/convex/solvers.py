@@ -217,7 +217,63 @@ def solve_certified(problem: RowProblem, *, tol: float = 1e-9, chain=("native", 
                     step: str = "rows", accept_uncertified: bool = False, rows=None,
                     warm_start=None, n_jobs: int = 1, backend: str = "serial",
                     address: str | None = None) -> RowSolution:
-    """Solve with the first solver of `chain`, then `escalate` through the others."""
+    """Solve with the first solver of `chain`, then `escalate` through the others.
+
+    Every row ends certified to its relative duality gap, or a RowFitError names the step, the
+    rows, the solvers and the gaps (unless accept_uncertified, which marks them "uncertified"
+    and lists them in ``uncertified``).
+
+    Parameters
+    ----------
+    problem : RowProblem
+        The rows: Gram statistics, formulation, and optional raw samples, group penalty or
+        extra cvxpy terms.
+    tol : float, default=1e-9
+        The relative duality-gap tolerance.
+    chain : sequence of str, default=("native", "clarabel")
+        Registered solvers (`SOLVERS`), tried in order on the rows still uncertified.
+    step : str, default="rows"
+        The step's name, for messages.
+    accept_uncertified : bool, default=False
+        Return rows no solver certified instead of raising.
+    rows : array_like of int, optional
+        The rows to solve (default all).
+    warm_start : ndarray, optional
+        Starting rows.
+    n_jobs : int, default=1
+        Worker processes the rows are split over.
+    backend : {"serial", "loky", "dask"}, default="serial"
+        How the workers run.
+    address : str, optional
+        A dask scheduler's address.
+
+    Returns
+    -------
+    RowSolution
+        The solved rows; ``solver`` names the chain used.
+
+    Raises
+    ------
+    RowFitError
+        If some row is not certified after the whole chain (and not accept_uncertified).
+
+    Examples
+    --------
+    The rows of a lasso with each row kept in the ℓ1 ball of radius 1:
+
+    >>> import numpy as np
+    >>> from implicit_cvx.convex.gram import gram_stats
+    >>> from implicit_cvx.convex.rows import RowSpec
+    >>> from implicit_cvx.convex.solvers import RowProblem, solve_certified
+    >>> rng = np.random.default_rng(0)
+    >>> R = rng.normal(size=(50, 3))
+    >>> T = R @ np.array([[1.0, 0.0], [0.0, -2.0], [0.5, 0.0]])
+    >>> spec = RowSpec(penalty=0.01, balls=[(np.arange(3), 1.0)])
+    >>> sol = solve_certified(RowProblem(gram_stats(R, T), spec))
+    >>> sol.W.round(3) + 0.0, sol.status
+    (array([[ 0.811,  0.   ,  0.189],
+           [ 0.   , -1.   ,  0.   ]]), ['optimal', 'optimal'])
+    """
     par = dict(n_jobs=n_jobs, backend=backend, address=address)
     sol = solve(problem, chain[0], tol=tol, rows=rows, warm_start=warm_start, **par)
     return escalate(problem, sol, tol=tol, chain=chain, step=step,

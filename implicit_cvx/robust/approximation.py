@@ -29,9 +29,29 @@ __all__ = ["ModelErrorBound", "low_rank_truncation", "model_error_bound"]
 class ModelErrorBound:
     """Certified bounds between the exact outputs of `model` and the computed ones of `approx`.
 
-    state (m, n), output (m, q): componentwise bounds of |x − x̃| and |ŷ − ŷ̃|;
-    state_inf (m,): the ∞-norm form of the state bound (inf when ‖A‖_∞ ≥ 1), never tighter than
-    state.max(1); residual (m,): r̃ per sample.
+    Attributes
+    ----------
+    state : ndarray, shape (m, n)
+        Componentwise bounds of |x − x̃|.
+    output : ndarray, shape (m, q)
+        Componentwise bounds of |ŷ − ŷ̃|.
+    state_inf : ndarray, shape (m,)
+        The ∞-norm form of the state bound (inf when ‖A‖_∞ ≥ 1), never tighter than
+        state.max(1).
+    residual : ndarray, shape (m,)
+        r̃ per sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> approx, _ = robust.low_rank_truncation(model, 1, kappa=0.9)
+    >>> robust.model_error_bound(model, approx, U).state_inf.round(4)
+    array([0.5 , 0.4 , 0.32])
     """
 
     state: np.ndarray
@@ -67,9 +87,42 @@ def _check_pair(model, approx) -> None:
 
 
 def model_error_bound(model, approx, U, X_approx=None) -> ModelErrorBound:
-    """Certified |x − x̃| and |ŷ − ŷ̃| between the exact states/outputs of `model` and the computed
-    ones of `approx` at the rows of U (module docstring; Thm 5.1). X_approx: approx's states at U
-    (default: computed here to 1e-12); their residual is accounted for."""
+    """Certified |x − x̃| and |ŷ − ŷ̃| between the exact model and an approximation (Thm 5.1).
+
+    At the rows of U, between the exact states/outputs of `model` and the computed ones of
+    `approx` (see the module docstring).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The exact model.
+    approx : ImplicitModel
+        The approximation (same sizes).
+    U : array_like, shape (m, p)
+        Inputs.
+    X_approx : ndarray, shape (m, n), optional
+        approx's states at U (default: computed here to 1e-12); their residual is accounted
+        for.
+
+    Returns
+    -------
+    ModelErrorBound
+        The bounds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> approx, _ = robust.low_rank_truncation(model, 1, kappa=0.9)
+    >>> bound = robust.model_error_bound(model, approx, U)
+    >>> gap = np.abs(model.predict(U) - approx.predict(U))
+    >>> bound.output.round(4)[0], bool(np.all(gap <= bound.output))
+    (array([0.4167, 0.4167]), True)
+    """
     _check_pair(model, approx)
     require_pf_below_one(model.A)
     U = model.check_inputs(U)
@@ -95,9 +148,38 @@ def model_error_bound(model, approx, U, X_approx=None) -> ModelErrorBound:
 
 
 def low_rank_truncation(model, rank: int, kappa: float | None = None):
-    """`model` with A replaced by its rank-r truncated SVD, each row scaled down into the ℓ1 ball
-    of radius κ (default: the model's κ, else ‖A‖_∞) — row scaling keeps the rank ≤ r and the
-    model well-posed (‖Ã‖_∞ ≤ κ < 1). Returns (approximate model, (L, R) with Ã = L Rᵀ)."""
+    """`model` with A replaced by its rank-r truncated SVD, scaled into the ℓ1 ball of radius κ.
+
+    Each row is scaled down into the ball (default κ: the model's, else ‖A‖_∞) — row scaling
+    keeps the rank ≤ r and the model well-posed (‖Ã‖_∞ ≤ κ < 1).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    rank : int
+        The rank r.
+    kappa : float, optional
+        The ball's radius.
+
+    Returns
+    -------
+    approx : ImplicitModel
+        The approximate model.
+    factors : (L, R)
+        Ã = L Rᵀ, L and R of shape (n, r).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> approx, (L, R) = robust.low_rank_truncation(model, 1, kappa=0.9)
+    >>> approx.A.round(4), L.shape
+    (array([[0. , 0.5],
+           [0. , 0. ]]), (2, 1))
+    """
     n = model.n_states
     if isinstance(rank, bool) or int(rank) != rank or not 1 <= rank <= n:
         raise ValueError(f"rank must be an integer in 1..{n} (the number of states), got {rank!r}")

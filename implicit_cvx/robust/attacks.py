@@ -29,11 +29,46 @@ EQ_TOL = 1e-10
 class AttackResult:
     """Outcome of one attack on m samples.
 
-    correct: clean-correct samples (the ones attacked); changed: correct samples whose predicted
-    class changed; success_rate = changed.sum() / correct.sum() (nan when no sample is correct).
-    indices: the perturbed inputs, (k,) for the sensitivity attack, (m, k) for the gradient one.
-    adversarial_margins: ŷ_y − max_{j≠y} ŷ_j at U_adv ((2y − 1)ŷ for one output).
-    eps: the PGD radius (a float, or a list of per-feature radii).
+    Attributes
+    ----------
+    kind : str
+        "sensitivity", "gradient", "pgd" or "sparse_lp".
+    fraction : float or None
+        The share of inputs perturbed (sensitivity and gradient attacks).
+    k : int or None
+        The number of inputs perturbed.
+    eps : float, list or None
+        The PGD radius (a float, or a list of per-feature radii).
+    success_rate : float
+        changed.sum() / correct.sum() (nan when no sample is correct).
+    samples : int
+        m.
+    n_correct : int
+        Clean-correct samples.
+    correct : ndarray of bool, shape (m,)
+        Clean-correct samples (the ones attacked).
+    changed : ndarray of bool, shape (m,)
+        Correct samples whose predicted class changed.
+    predictions, adversarial_predictions : ndarray, shape (m,)
+        Labels at U and at U_adv.
+    adversarial_margins : ndarray, shape (m,)
+        ŷ_y − max_{j≠y} ŷ_j at U_adv ((2y − 1)ŷ for one output).
+    U_adv : ndarray, shape (m, p)
+        The perturbed inputs.
+    indices : ndarray or None
+        The perturbed inputs, (k,) for the sensitivity attack, (m, k) for the gradient one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> result = robust.pgd_attack(model, U, y, 0.5, domain=(0, 1), rng=np.random.default_rng(0))
+    >>> result.kind, result.n_correct, result.changed
+    ('pgd', 3, array([ True, False,  True]))
     """
 
     kind: str
@@ -53,7 +88,31 @@ class AttackResult:
 
 
 def attack_k(fraction, p: int) -> int:
-    """k = max(1, round(fraction·p)) (halves round up); fraction must lie in (0, 1]."""
+    """k = max(1, round(fraction·p)) (halves round up); fraction must lie in (0, 1].
+
+    Parameters
+    ----------
+    fraction : float
+        The share of the p inputs to perturb.
+    p : int
+        The number of inputs.
+
+    Returns
+    -------
+    int
+        k.
+
+    Raises
+    ------
+    ValueError
+        If fraction is not a number in (0, 1].
+
+    Examples
+    --------
+    >>> from implicit_cvx import robust
+    >>> robust.attack_k(0.5, 2), robust.attack_k(0.25, 10)
+    (1, 3)
+    """
     try:
         f = float(fraction)
     except (TypeError, ValueError):
@@ -119,8 +178,48 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def sensitivity_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> AttackResult:
-    """Perturb the k inputs with the largest column sums of S = |C|(I − |A|)⁻¹|B| + |D| (Thm 4.3),
-    the same k for every sample, to uniform values from the domain."""
+    """Perturb the k inputs with the largest column sums of S (Thm 4.3) to uniform values.
+
+    S = |C|(I − |A|)⁻¹|B| + |D|; the same k inputs for every sample, their values drawn
+    uniformly from the domain.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    fraction : float
+        Share of the inputs to perturb (k = `attack_k(fraction, p)`).
+    domain : (lo, hi), default=(0.0, 1.0)
+        Finite range the new values are drawn from.
+    rng : numpy.random.Generator or int, optional
+        The randomness.
+
+    Returns
+    -------
+    AttackResult
+        With ``indices`` the k inputs.
+
+    Raises
+    ------
+    ValueError
+        If fraction or domain are invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> result = robust.sensitivity_attack(model, U, y, 0.5, rng=np.random.default_rng(0))
+    >>> result.indices, round(result.success_rate, 3)
+    (array([1]), 0.667)
+    """
     U, y = _prepare(model, U, y)
     k = attack_k(fraction, model.n_inputs)
     domain, rng = _check_domain(domain, model.n_inputs), np.random.default_rng(rng)
@@ -168,8 +267,47 @@ def _input_gradient(model, U, y, loss: str):
 
 
 def gradient_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> AttackResult:
-    """Perturb, per sample, the k inputs with the largest |∇_u L| (cross-entropy) to uniform
-    values from the domain (gradient-saliency attack)."""
+    """Perturb, per sample, the k inputs with the largest |∇_u L| (cross-entropy) to uniform values.
+
+    A gradient-saliency attack; the new values are drawn uniformly from the domain.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    fraction : float
+        Share of the inputs to perturb (k = `attack_k(fraction, p)`).
+    domain : (lo, hi), default=(0.0, 1.0)
+        Finite range the new values are drawn from.
+    rng : numpy.random.Generator or int, optional
+        The randomness.
+
+    Returns
+    -------
+    AttackResult
+        With ``indices`` (m, k), the inputs of each sample.
+
+    Raises
+    ------
+    ValueError
+        If fraction or domain are invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> result = robust.gradient_attack(model, U, y, 0.5, rng=np.random.default_rng(0))
+    >>> result.indices.ravel(), round(result.success_rate, 3)
+    (array([1, 1, 1]), 0.667)
+    """
     U, y = _prepare(model, U, y)
     k = attack_k(fraction, model.n_inputs)
     domain, rng = _check_domain(domain, model.n_inputs), np.random.default_rng(rng)
@@ -181,10 +319,58 @@ def gradient_attack(model, U, y, fraction, domain=(0.0, 1.0), rng=None) -> Attac
 
 def pgd_attack(model, U, y, eps, steps: int = 40, step_size=None, domain=None, rng=None,
                loss: str = "ce", random_start: bool = True) -> AttackResult:
-    """ℓ∞ projected gradient ascent of the loss ("ce" or "margin") within the ε-box (ε a scalar or
-    one radius per feature; clipped to the domain, scalars or per-feature arrays, ±inf allowed);
-    U_adv holds, per sample, the iterate with the smallest margin seen. step_size defaults to
-    2.5·ε/steps."""
+    """ℓ∞ projected gradient ascent of the loss within the ε-box.
+
+    U_adv holds, per sample, the iterate with the smallest margin seen. An attack can never
+    succeed where `certify` certified the sample: a certificate bounds every input in the ball.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    eps : float or array_like of shape (p,)
+        The radius, or one radius per feature.
+    steps : int, default=40
+        Ascent steps.
+    step_size : float, optional
+        Step length (default 2.5·ε/steps).
+    domain : (lo, hi), optional
+        Input domain the iterates are clipped to (scalars or per-feature arrays, ±inf allowed).
+    rng : numpy.random.Generator or int, optional
+        The randomness of the random start.
+    loss : {"ce", "margin"}, default="ce"
+        The loss ascended: cross-entropy or the margin.
+    random_start : bool, default=True
+        Start from a uniform point of the box.
+
+    Returns
+    -------
+    AttackResult
+        The attack's outcome.
+
+    Raises
+    ------
+    ValueError
+        If loss, steps or step_size are invalid.
+
+    Examples
+    --------
+    At ε = 0.2, where `certify` with "lp" certifies every sample, the attack fails:
+
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> result = robust.pgd_attack(model, U, y, 0.2, domain=(0, 1), rng=np.random.default_rng(0))
+    >>> result.success_rate, result.adversarial_margins.round(3)
+    (0.0, array([0.4  , 1.6  , 0.422]))
+    """
     U, y = _prepare(model, U, y)
     if loss not in ("ce", "margin"):
         raise ValueError(f"pgd loss must be 'ce' or 'margin', got {loss!r}")

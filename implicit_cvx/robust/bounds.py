@@ -130,6 +130,31 @@ def sensitivity_matrix(model) -> np.ndarray:
 
     Solves with |B| (p right-hand sides) or with |C|ᵀ against (I − |A|ᵀ) (q of them), whichever
     is fewer; the result is a verified upper bound of the exact S.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A model with componentwise activations and λ_pf(|A|) < 1.
+
+    Returns
+    -------
+    ndarray, shape (q, p)
+        S.
+
+    Raises
+    ------
+    ValueError
+        If λ_pf(|A|) ≥ 1 or the model has block activations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> robust.sensitivity_matrix(model).round(4)
+    array([[2.1667, 3.    ],
+           [2.1667, 3.    ]])
     """
     require_componentwise(model, "the sensitivity matrix")
     require_pf_below_one(model.A)
@@ -145,7 +170,31 @@ def sensitivity_matrix(model) -> np.ndarray:
 def state_bounds(model, sigma_u) -> np.ndarray:
     """σ_x = (I − |A|)⁻¹|B|σ_u: |u − u₀| ≤ σ_u ⇒ |x − x₀| ≤ σ_x (Thm 4.1).
 
-    sigma_u: scalar, (p,) or (m, p) (one box per sample); returns (n,) or (m, n).
+    Parameters
+    ----------
+    model : ImplicitModel
+        A model with componentwise activations and λ_pf(|A|) < 1.
+    sigma_u : float or array_like of shape (p,) or (m, p)
+        Half-widths of the input box (one box per sample for (m, p)); finite and ≥ 0.
+
+    Returns
+    -------
+    ndarray, shape (n,) or (m, n)
+        σ_x.
+
+    Raises
+    ------
+    ValueError
+        If sigma_u has the wrong shape or negative entries, or λ_pf(|A|) ≥ 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> robust.state_bounds(model, 0.1).round(4)
+    array([0.3056, 0.2111])
     """
     require_componentwise(model, "the state bounds")
     require_pf_below_one(model.A)
@@ -157,10 +206,36 @@ def state_bounds(model, sigma_u) -> np.ndarray:
 
 
 def residual_widening(model, r) -> np.ndarray:
-    """(I − |A|)⁻¹ r𝟙: a computed equilibrium x̂ with max |x̂ − φ(Ax̂ + Bu + b_x)| ≤ r lies this
-    close (componentwise) to the true one (valid when λ_pf(|A|) < 1).
+    """(I − |A|)⁻¹ r𝟙: how far a computed equilibrium can be from the true one.
 
-    r: scalar (returns (n,)) or (m,) per-sample residuals (returns (m, n)).
+    A computed x̂ with max |x̂ − φ(Ax̂ + Bu + b_x)| ≤ r lies this close (componentwise) to the
+    true equilibrium (valid when λ_pf(|A|) < 1).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    r : float or array_like of shape (m,)
+        The residual bound, one for all or one per sample; finite and ≥ 0.
+
+    Returns
+    -------
+    ndarray, shape (n,) or (m, n)
+        The componentwise distance bound.
+
+    Raises
+    ------
+    ValueError
+        If r is negative, not finite or of the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> robust.residual_widening(model, 1e-3).round(6)
+    array([0.001667, 0.001333])
     """
     require_componentwise(model, "the residual widening")
     require_pf_below_one(model.A)
@@ -175,8 +250,28 @@ def residual_widening(model, r) -> np.ndarray:
 class SparseBound:
     """Bounds on ‖x − x₀‖_∞ when at most k inputs change by at most σ_u (§4.4).
 
-    delta: max_i s_k(σ_u ∘ |B|ᵀe_i); scalar: δ/(1 − ‖A‖_∞) (inf when ‖A‖_∞ ≥ 1);
-    componentwise: (I − |A|)⁻¹β with β_i = s_k(σ_u ∘ |B|ᵀe_i), never larger than `scalar`.
+    Returned by `sparse_perturbation_bound`.
+
+    Attributes
+    ----------
+    k : int
+        Number of inputs that may change.
+    delta : float
+        max_i s_k(σ_u ∘ |B|ᵀe_i), s_k the sum of the k largest entries.
+    scalar : float
+        δ/(1 − ‖A‖_∞) (inf when ‖A‖_∞ ≥ 1).
+    componentwise : ndarray, shape (n,)
+        (I − |A|)⁻¹β with β_i = s_k(σ_u ∘ |B|ᵀe_i), never larger than `scalar`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> bound = robust.sparse_perturbation_bound(model, k=1, sigma_u=0.1)
+    >>> round(bound.scalar, 4), bound.componentwise.round(4)
+    (0.2, array([0.1667, 0.1333]))
     """
 
     k: int
@@ -203,8 +298,39 @@ def _top_k_row_sums(M, k: int, chunk_entries: int = 1 << 22) -> np.ndarray:
 
 
 def sparse_perturbation_bound(model, k: int, sigma_u) -> SparseBound:
-    """Bound on ‖x − x₀‖_∞ for inputs differing from u₀ in at most k entries, |u − u₀| ≤ σ_u
-    (§4.4); the componentwise form (valid when λ_pf(|A|) < 1) is what rescalings can reach."""
+    """Bound on ‖x − x₀‖_∞ for inputs differing from u₀ in at most k entries, |u − u₀| ≤ σ_u (§4.4).
+
+    The componentwise form (valid when λ_pf(|A|) < 1) is what rescalings can reach.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    k : int
+        Number of inputs that may change, 1 ≤ k ≤ p.
+    sigma_u : float or array_like of shape (p,)
+        The largest change of each input.
+
+    Returns
+    -------
+    SparseBound
+        The scalar and componentwise bounds.
+
+    Raises
+    ------
+    ValueError
+        If k is outside 1..p or sigma_u has the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> bound = robust.sparse_perturbation_bound(model, k=1, sigma_u=0.1)
+    >>> round(bound.delta, 4), bound.componentwise.round(4)
+    (0.1, array([0.1667, 0.1333]))
+    """
     require_componentwise(model, "the sparse-perturbation bound")
     p = model.n_inputs
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= p:
@@ -228,9 +354,27 @@ def sparse_perturbation_bound(model, k: int, sigma_u) -> SparseBound:
 class LipschitzBound:
     """ℓ∞ Lipschitz bounds of u ↦ ŷ, loosest to tightest.
 
-    inf_norm_bound: ‖B‖_∞‖C‖_∞/(1 − ‖A‖_∞) + ‖D‖_∞ (eq. 4.8; inf when ‖A‖_∞ ≥ 1);
-    rescaled_bound: the same on diagonally rescaled weights (SAS⁻¹, SB, CS⁻¹), minimised over a
-    few scalings; sensitivity_bound: ‖S‖_∞, invariant under those scalings and never larger.
+    Returned by `lipschitz_bound`.
+
+    Attributes
+    ----------
+    inf_norm_bound : float
+        ‖B‖_∞‖C‖_∞/(1 − ‖A‖_∞) + ‖D‖_∞ (eq. 4.8; inf when ‖A‖_∞ ≥ 1).
+    rescaled_bound : float
+        The same on diagonally rescaled weights (SAS⁻¹, SB, CS⁻¹), minimised over a few
+        scalings.
+    sensitivity_bound : float
+        ‖S‖_∞, invariant under those scalings and never larger.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> bound = robust.lipschitz_bound(model)
+    >>> round(bound.inf_norm_bound, 4), round(bound.rescaled_bound, 4), round(bound.sensitivity_bound, 4)
+    (8.0, 5.5986, 5.1667)
     """
 
     inf_norm_bound: float
@@ -259,6 +403,30 @@ def lipschitz_bound(model) -> LipschitzBound:
     (paper §2): ‖SAS⁻¹‖_∞ = max (|A|w)_i/w_i, ‖SB‖_∞ = max ‖b_i‖₁/w_i, ‖CS⁻¹‖_∞ = ‖|C|w‖_∞. It is
     an upper bound of ‖S‖_∞ (S does not change under the scaling), so it is valid for every
     CONE φ — positive homogeneity is only needed for the rescaled *model* to predict the same.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A model with componentwise activations.
+
+    Returns
+    -------
+    LipschitzBound
+        The three bounds, loosest to tightest.
+
+    Raises
+    ------
+    ValueError
+        If λ_pf(|A|) ≥ 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> round(robust.lipschitz_bound(model).sensitivity_bound, 4)
+    5.1667
     """
     require_componentwise(model, "the Lipschitz bound")
     require_pf_below_one(model.A)

@@ -37,6 +37,8 @@ __all__ = ["METHODS", "CertifyResult", "certify", "input_box", "margin_lower_bou
            "output_bounds"]
 
 METHODS = ("box", "interval", "linear", "linear_alpha", "lp", "exact")
+"""The certification methods of `certify`, loosest to tightest; "exact" also decides."""
+
 DECIDING = ("exact",)  # methods that also look for counterexamples
 EQ_TOL = 1e-12  # equilibrium tolerance of the starting points (the residual is accounted for)
 INTERVAL_TOL = 1e-12  # the interval iteration stops when no bound moves by more than this
@@ -97,9 +99,35 @@ def _check_domain(domain, p: int):
 
 
 def input_box(U: np.ndarray, eps, domain=None) -> tuple[np.ndarray, np.ndarray]:
-    """[max(U − ε, lo), min(U + ε, hi)] per sample, rounded outward; ε a scalar or one radius per
-    feature, domain None or (lo, hi) scalars or (p,) arrays (±inf for an unbounded side); U must
-    lie in the domain."""
+    """[max(U − ε, lo), min(U + ε, hi)] per sample, rounded outward.
+
+    Parameters
+    ----------
+    U : ndarray, shape (m, p)
+        The centres; they must lie in the domain.
+    eps : float or array_like of shape (p,)
+        The radius, or one radius per feature.
+    domain : (lo, hi), optional
+        Scalars or (p,) arrays (±inf for an unbounded side); None is unbounded.
+
+    Returns
+    -------
+    lower, upper : ndarray, shape (m, p)
+        The boxes.
+
+    Raises
+    ------
+    ValueError
+        If eps is negative or not finite, the domain is invalid, or U lies outside it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import robust
+    >>> lower, upper = robust.input_box(np.array([[1.0, 0.5]]), 0.05, domain=(0, 1))
+    >>> lower, upper
+    (array([[0.95, 0.45]]), array([[1.  , 0.55]]))
+    """
     U = np.asarray(U, dtype=float)
     e = _check_eps(eps, U.shape[-1])
     lo = np.where(e > 0, np.nextafter(U - e, -np.inf), U)
@@ -272,9 +300,37 @@ def _boxes_per_eps(model, U, radii, method: str, domain, X, r=None) -> list[_Box
 
 # ---- margins as linear objectives ---------------------------------------------------------------
 def margin_rows(model, y: np.ndarray):
-    """The margins of each sample as objectives Gx x + Gu u + gb: (Gx (m, J, n), Gu (m, J, p),
-    gb (m, J), skip (m, J)). q ≥ 2: J = q, row j is ŷ_y − ŷ_j, skip marks j = y; one output
-    (class 1 iff ŷ > 0): J = 1, the margin (2y − 1)ŷ."""
+    """The margins of each sample as linear objectives Gx x + Gu u + gb.
+
+    For q ≥ 2 outputs, J = q and row j is ŷ_y − ŷ_j (skip marks j = y); for one output (class 1
+    iff ŷ > 0), J = 1 and the margin is (2y − 1)ŷ.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    y : ndarray, shape (m,)
+        Labels 0..q−1 (0/1 for one output).
+
+    Returns
+    -------
+    Gx : ndarray, shape (m, J, n)
+    Gu : ndarray, shape (m, J, p)
+    gb : ndarray, shape (m, J)
+    skip : ndarray of bool, shape (m, J)
+        The objectives' coefficients and the entries to ignore.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> Gx, Gu, gb, skip = robust.margin_rows(model, np.array([0]))
+    >>> Gx[0], skip[0]
+    (array([[ 0.,  0.],
+           [ 2., -2.]]), array([ True, False]))
+    """
     C, D, m = dense(model.C), dense(model.D), y.size
     if model.n_outputs == 1:
         s = (2.0 * y - 1.0)[:, None]
@@ -371,9 +427,48 @@ def _lp_margins(model, rows, boxes: _Boxes, lower: np.ndarray, early_stop: bool)
 
 # ---- public API -----------------------------------------------------------------------------------
 def output_bounds(model, U, eps, method: str = "linear", domain=None, solver: str = "HIGHS"):
-    """Certified (lower, upper) bounds (m, q) of ŷ over the ℓ∞ ball of radius eps (scalar or one
-    per feature) around each row of U, clipped to domain=(lo, hi) if given. For "exact", the
-    proven bounds of the mixed-integer programs (time limit TIME_LIMIT per output and side)."""
+    """Certified (lower, upper) bounds (m, q) of ŷ over the ℓ∞ ball of radius eps around each row of U.
+
+    The ball is clipped to domain=(lo, hi) if given. For "exact", the proven bounds of the
+    mixed-integer programs (time limit TIME_LIMIT per output and side).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    U : array_like, shape (m, p)
+        The centres.
+    eps : float or array_like of shape (p,)
+        The radius (one per feature allowed).
+    method : str, default="linear"
+        The bound: "box", "interval", "linear", "linear_alpha", "lp" or "exact", loosest to
+        tightest (see `certify`).
+    domain : (lo, hi), optional
+        The input domain (scalars or (p,) arrays).
+    solver : str, default="HIGHS"
+        The LP / MILP solver (HiGHS only).
+
+    Returns
+    -------
+    lower, upper : ndarray, shape (m, q)
+        Certified bounds of every output.
+
+    Raises
+    ------
+    ValueError
+        If the method, solver, eps or domain are invalid, or the method does not apply to the
+        model's activation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> lower, upper = robust.output_bounds(model, [[1.0, 0.0]], 0.05)
+    >>> lower.round(4), upper.round(4)
+    (array([[ 0.5083, -0.7139]]), array([[ 0.7139, -0.5083]]))
+    """
     _check_method(method, model)
     _check_solver(solver)
     U = model.check_inputs(U)
@@ -406,9 +501,58 @@ def _check_solver(solver: str) -> None:
 
 
 def margin_lower_bounds(model, U, y, eps, method: str = "linear", domain=None, solver: str = "HIGHS"):
-    """Certified lower bounds (m, J) of the margins over the ℓ∞ ball: J = q with entry j the
-    bound of ŷ_y − ŷ_j (+inf at j = y), or J = 1 for a one-output model ((2y − 1)ŷ). For "exact",
-    the proven lower bounds of the mixed-integer programs (time limit TIME_LIMIT each)."""
+    """Certified lower bounds (m, J) of the margins over the ℓ∞ ball.
+
+    J = q with entry j the bound of ŷ_y − ŷ_j (+inf at j = y), or J = 1 for a one-output model
+    ((2y − 1)ŷ). For "exact", the proven lower bounds of the mixed-integer programs (time limit
+    TIME_LIMIT each).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        The centres.
+    y : array_like, shape (m,)
+        Labels.
+    eps : float or array_like of shape (p,)
+        The radius.
+    method : str, default="linear"
+        The bound: "box", "interval", "linear", "linear_alpha", "lp" or "exact" (see `certify`).
+    domain : (lo, hi), optional
+        The input domain.
+    solver : str, default="HIGHS"
+        The LP / MILP solver (HiGHS only).
+
+    Returns
+    -------
+    ndarray, shape (m, J)
+        The bounds; a sample is certified where all are > 0.
+
+    Raises
+    ------
+    ValueError
+        If the method, solver, labels, eps or domain are invalid.
+
+    Examples
+    --------
+    The box bound does not certify samples 0 and 2 at ε = 0.2; the LP bound does:
+
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> robust.margin_lower_bounds(model, U, y, 0.2, method="box", domain=(0, 1)).round(4)
+    array([[    inf, -0.2222],
+           [ 0.8667,     inf],
+           [-0.8222,     inf]])
+    >>> robust.margin_lower_bounds(model, U, y, 0.2, method="lp", domain=(0, 1)).round(4)
+    array([[   inf, 0.4   ],
+           [1.6   ,    inf],
+           [0.4222,    inf]])
+    """
     _check_method(method, model)
     _check_solver(solver)
     U = model.check_inputs(U)
@@ -426,19 +570,65 @@ def margin_lower_bounds(model, U, y, eps, method: str = "linear", domain=None, s
 class CertifyResult:
     """Clean and certified accuracy of a classifier on ℓ∞ balls, per sample and ε.
 
-    certified[i, k]: sample i is certified at eps[k] (every margin lower bound > 0).
-    status[i, k]: "certified", "falsified" or "unknown". A clean-misclassified sample is
-    "falsified" at every ε for every method (its clean input is a counterexample); only "exact"
-    falsifies clean-correct samples, the bound-only methods leave them "unknown".
-    falsified, unknown: for deciding methods ("exact"), the share of ALL m samples with that
-    status per ε, so certified_accuracy + falsified + unknown = 1; None for bound-only methods.
-    margin_bounds[i, k]: a certified lower bound of sample i's smallest margin at eps[k] (−inf
-    where not computed). counterexamples: for "exact", (m, K, p) inputs inside the ball whose
-    float64 prediction is not the label (NaN where none); None otherwise.
     A bound-only method reports a sample not certified at some ε as uncertified at every larger ε
     without recomputation; "exact" keeps deciding unknown samples at larger ε, and a sample
     falsified at ε stays falsified (same counterexample) at every larger ε.
-    eps_scale: per-feature multipliers of every ε (radius_j = ε·eps_scale_j), or None.
+
+    Attributes
+    ----------
+    method : str
+        The certification method.
+    eps : tuple of float
+        The radii.
+    clean_accuracy : float
+        Share of samples whose every clean margin is > 0.
+    certified_accuracy : dict
+        ε → share of samples certified at ε.
+    certified : ndarray of bool, shape (m, K)
+        certified[i, k]: sample i is certified at eps[k] (every margin lower bound > 0).
+    predictions : ndarray, shape (m,)
+        The clean predicted labels.
+    correct : ndarray of bool, shape (m,)
+        Clean-correct samples.
+    clean_margins : ndarray, shape (m,)
+        Each sample's smallest clean margin.
+    eps_units : str
+        What ε is measured in (from the model's input record).
+    preprocessing : dict
+        The model's preprocessing record.
+    domain : tuple or None
+        The input domain used.
+    seconds : float
+        Wall time.
+    status : ndarray of str, shape (m, K)
+        "certified", "falsified" or "unknown". A clean-misclassified sample is "falsified" at
+        every ε for every method (its clean input is a counterexample); only "exact" falsifies
+        clean-correct samples, the bound-only methods leave them "unknown".
+    falsified, unknown : dict or None
+        For deciding methods ("exact"), the share of ALL m samples with that status per ε, so
+        certified_accuracy + falsified + unknown = 1; None for bound-only methods.
+    margin_bounds : ndarray, shape (m, K)
+        A certified lower bound of sample i's smallest margin at eps[k] (−inf where not
+        computed).
+    counterexamples : ndarray or None
+        For "exact", (m, K, p) inputs inside the ball whose float64 prediction is not the label
+        (NaN where none); None otherwise.
+    eps_scale : list or None
+        Per-feature multipliers of every ε (radius_j = ε·eps_scale_j), or None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> result = robust.certify(model, U, y, [0.05, 0.2], method="box", domain=(0, 1))
+    >>> result.status
+    array([['certified', 'unknown'],
+           ['certified', 'certified'],
+           ['certified', 'unknown']], dtype='<U9')
     """
 
     method: str
@@ -497,11 +687,63 @@ def _decide(model, y, boxes, lower, rows, inner, time_limit, out, k, later):
 
 def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: str = "HIGHS", *,
             eps_scale=None, time_limit: float = TIME_LIMIT) -> CertifyResult:
-    """Clean accuracy and certified accuracy for every ε in eps_list (radius ε·eps_scale_j per
-    feature when eps_scale is given). A sample counts as clean-correct only if every margin is
-    > 0 (a tie is an error), and as certified only if every margin lower bound is > 0. The
-    stronger methods run only where the weaker bounds do not certify; "exact" gives each sample
-    at most time_limit seconds per ε."""
+    """Clean accuracy and certified accuracy for every ε in eps_list.
+
+    A sample counts as clean-correct only if every margin is > 0 (a tie is an error), and as
+    certified only if every margin lower bound is > 0, so a certified sample provably keeps its
+    label on the whole ball. Methods, loosest to tightest: "box" (Thm 4.1 around the computed
+    equilibrium, widened by its residual), "interval" (that box refined by interval iteration),
+    "linear" (linear bound propagation through the fixed point), "linear_alpha" (with optimized
+    slopes), "lp" (the LP relaxation, Thm 4.5, certified by weak duality), "exact" (ReLU-type
+    models: a mixed-integer program deciding each sample). The stronger methods run only where
+    the weaker bounds do not certify; "exact" gives each sample at most time_limit seconds per ε.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier (q ≥ 2 logits, or one logit: class 1 iff ŷ > 0).
+    U : array_like, shape (m, p)
+        Inputs, in the model's input units.
+    y : array_like, shape (m,)
+        Labels 0..q−1.
+    eps_list : float or sequence of float
+        The radii ε of the ℓ∞ balls.
+    method : str, default="linear"
+        The certificate: "box", "interval", "linear", "linear_alpha", "lp" or "exact".
+    domain : (lo, hi), optional
+        The input domain the balls are clipped to (scalars or (p,) arrays).
+    solver : str, default="HIGHS"
+        The LP / MILP solver (HiGHS only).
+    eps_scale : array_like of shape (p,), optional
+        Per-feature multipliers: the radius of feature j is ε·eps_scale_j.
+    time_limit : float, default=60.0
+        Seconds per sample and ε for "exact".
+
+    Returns
+    -------
+    CertifyResult
+        Accuracies, per-sample status and margin bounds.
+
+    Raises
+    ------
+    ValueError
+        If the method, solver, labels, radii, eps_scale or domain are invalid, or the method
+        does not apply to the model (e.g. "exact" on a tanh model).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> for method in ("box", "lp"):
+    ...     result = robust.certify(model, U, y, [0.05, 0.2], method=method, domain=(0, 1))
+    ...     print(method, result.clean_accuracy, {e: round(a, 3) for e, a in result.certified_accuracy.items()})
+    box 1.0 {0.05: 1.0, 0.2: 0.333}
+    lp 1.0 {0.05: 1.0, 0.2: 1.0}
+    """
     start = time.perf_counter()
     _check_method(method, model)
     _check_solver(solver)

@@ -130,7 +130,53 @@ def decide_margins(model, boxes, inner, i: int, label: int, rows, lower: np.ndar
 
 
 def margin_range(model, boxes, i: int, gx, gu, gb: float, time_limit: float = 60.0) -> Outcome:
-    """The exact minimum of gxᵀx + guᵀu + gb over the equilibria of sample i's input box, solved
-    to optimality (within the time limit): Outcome.lower ≤ minimum, and Outcome.value is the
-    objective at the solver's best point (the minimum up to the solver's tolerances)."""
+    """The exact minimum of gxᵀx + guᵀu + gb over the equilibria of sample i's input box.
+
+    A mixed-integer program (ReLU-type states), solved to optimality within the time limit:
+    Outcome.lower ≤ minimum, and Outcome.value is the objective at the solver's best point (the
+    minimum up to the solver's tolerances).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A model with relu, leaky_relu or identity states.
+    boxes : Boxes
+        Per-sample boxes containing every equilibrium, e.g. `robust.boxes.lp_boxes`.
+    i : int
+        The sample.
+    gx : ndarray, shape (n,)
+        State coefficients.
+    gu : ndarray, shape (p,)
+        Input coefficients.
+    gb : float
+        Constant.
+    time_limit : float, default=60.0
+        Seconds for the solver.
+
+    Returns
+    -------
+    Outcome
+        lower (a proven lower bound), value, u (the minimizing input or None), finished.
+
+    Raises
+    ------
+    ValueError
+        If the model has other activations.
+
+    Examples
+    --------
+    The smallest margin of sample 2 over its ε = 0.2 ball:
+
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> from implicit_cvx.robust.boxes import lp_boxes
+    >>> Gx, Gu, gb, skip = robust.margin_rows(model, y)
+    >>> out = robust.margin_range(model, lp_boxes(model, U, 0.2, domain=(0, 1)), 2, Gx[2, 0], Gu[2, 0], gb[2, 0])
+    >>> round(out.lower, 4), out.u.round(4), out.finished
+    (0.4222, array([0.6, 0.4]), True)
+    """
     return MILP(model, boxes, i).minimize(gx, gu, gb, time_limit, decide=False)

@@ -38,8 +38,31 @@ def _check(margin_lower, y, loss: str):
 
 
 def worst_case_loss(margin_lower, y, loss: str = "cross_entropy") -> np.ndarray:
-    """Upper bounds (m,) of the loss over the ball from margin lower bounds (m, q) (entry y
-    ignored: it is the sample's own class)."""
+    """Upper bounds (m,) of the loss over the ball from margin lower bounds (m, q).
+
+    Entry y of each row is ignored: it is the sample's own class.
+
+    Parameters
+    ----------
+    margin_lower : ndarray, shape (m, q)
+        Certified lower bounds of ŷ_y − ŷ_j.
+    y : ndarray, shape (m,)
+        Labels.
+    loss : {"cross_entropy", "hinge"}, default="cross_entropy"
+        The loss.
+
+    Returns
+    -------
+    ndarray, shape (m,)
+        Certified upper bounds of each sample's loss.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import robust
+    >>> robust.worst_case_loss(np.array([[np.inf, 0.4], [1.4, np.inf]]), np.array([0, 1])).round(4)
+    array([0.513 , 0.2204])
+    """
     M, y = _check(margin_lower, y, loss)
     rows = np.arange(M.shape[0])
     others = M.copy()
@@ -56,8 +79,35 @@ def worst_case_loss(margin_lower, y, loss: str = "cross_entropy") -> np.ndarray:
 
 @dataclass(frozen=True)
 class WorstCaseLoss:
-    """Per-sample certified upper bounds of the loss over the ε-ball, their mean (rounded up), and
-    the clean loss (at ε = 0) for comparison."""
+    """Per-sample certified upper bounds of the loss over the ε-ball, their mean, and the clean loss.
+
+    Attributes
+    ----------
+    loss : str
+        The loss.
+    eps : float
+        The radius.
+    method : str
+        The margin bound used.
+    per_sample : ndarray, shape (m,)
+        Certified upper bounds.
+    mean : float
+        Their mean, rounded up.
+    clean : ndarray, shape (m,)
+        The loss at ε = 0, for comparison.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> wcl = robust.worst_case_loss_bounds(model, U, y, 0.2, domain=(0, 1))
+    >>> bool(np.all(wcl.per_sample >= wcl.clean))
+    True
+    """
 
     loss: str
     eps: float
@@ -69,9 +119,47 @@ class WorstCaseLoss:
 
 def worst_case_loss_bounds(model, U, y, eps, *, loss: str = "cross_entropy", method: str = "lp",
                            domain=None, margins=None) -> WorstCaseLoss:
-    """Certified worst-case loss of each sample (and of the data set: the mean) over the ℓ∞ ball
-    of radius eps (clipped to domain), from `certify.margin_lower_bounds(..., method)` — or from
-    given margin lower bounds `margins` (m, q), e.g. of the sparse or SDP certificates."""
+    """Certified worst-case loss of each sample (and its mean) over the ℓ∞ ball of radius eps.
+
+    From `certify.margin_lower_bounds(..., method)` on the ball clipped to domain — or from
+    given margin lower bounds `margins` (m, q), e.g. of the sparse or SDP certificates.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    eps : float or array_like of shape (p,)
+        The radius.
+    loss : {"cross_entropy", "hinge"}, default="cross_entropy"
+        The loss.
+    method : str, default="lp"
+        The margin bound (see `certify`).
+    domain : (lo, hi), optional
+        The input domain.
+    margins : ndarray, shape (m, q), optional
+        Margin lower bounds to use instead of computing them.
+
+    Returns
+    -------
+    WorstCaseLoss
+        Per-sample bounds, their mean and the clean loss.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> wcl = robust.worst_case_loss_bounds(model, U, y, 0.2, domain=(0, 1))
+    >>> wcl.per_sample.round(4), round(wcl.mean, 4)
+    (array([0.513 , 0.1839, 0.5042]), 0.4004)
+    """
     from .certify import margin_lower_bounds
 
     U = model.check_inputs(U)

@@ -25,14 +25,60 @@ def _certify_part(part, model, eps_list, options: dict) -> CertifyResult:
 def certify_partitioned(model, U, y, eps_list, *, partitions: int | None = None,
                         rows: int | None = None, data_backend: str = "dask", workers: int = 2,
                         address: str | None = None, **options) -> CertifyResult:
-    """`robust.certify(model, U, y, eps_list, **options)` over row partitions of (U, y) on a
-    cluster (a LocalCluster of `workers` single-threaded processes, the scheduler at `address`,
-    or this process for data_backend "memory"), merged by `merge_certify_results`.
+    """`robust.certify(model, U, y, eps_list, **options)` over row partitions of (U, y) on a cluster.
 
-    U: raw inputs as `partitions.partition` accepts them (array, .npy, shard directory, dask
-    array); y: labels aligned with U's rows. Cut into `partitions` parts or parts of `rows` rows
-    (default: one per worker). Memory per worker: O(partition rows × (n + p)) plus what certify
-    allocates per sample; only per-sample results travel back.
+    On a LocalCluster of `workers` single-threaded processes, the scheduler at `address`, or this
+    process for data_backend "memory"; the parts' results are merged by `merge_certify_results`.
+    Memory per worker: O(partition rows × (n + p)) plus what certify allocates per sample; only
+    per-sample results travel back.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, str, Path or dask array
+        Raw inputs as `partitions.partition` accepts them (array, .npy, shard directory, dask
+        array).
+    y : array_like, shape (m,)
+        Labels aligned with U's rows.
+    eps_list : sequence of float
+        The radii.
+    partitions : int, optional
+        Number of parts (default: one per worker).
+    rows : int, optional
+        Rows per part, instead of `partitions`.
+    data_backend : {"dask", "memory"}, default="dask"
+        Where the parts run.
+    workers : int, default=2
+        LocalCluster worker processes.
+    address : str, optional
+        A running dask scheduler's address.
+    **options
+        Passed to `certify` (method, domain, eps_scale, time_limit, ...).
+
+    Returns
+    -------
+    CertifyResult
+        The same as `certify` on all rows at once.
+
+    Raises
+    ------
+    ValueError
+        If U and y do not align, or an option is invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> parts = robust.certify_partitioned(model, U, y, [0.2], partitions=2, data_backend="memory",
+    ...                                    method="box", domain=(0, 1))
+    >>> whole = robust.certify(model, U, y, [0.2], method="box", domain=(0, 1))
+    >>> bool(np.array_equal(parts.status, whole.status))
+    True
     """
     parts = partition(U, y, partitions=partitions or (None if rows else workers), rows=rows)
     with Cluster(data_backend, workers, address) as cluster:
@@ -45,9 +91,40 @@ def _share(status: np.ndarray, eps: tuple, which: str) -> dict:
 
 
 def merge_certify_results(results: list[CertifyResult]) -> CertifyResult:
-    """One CertifyResult from results on disjoint sample partitions (in order): per-sample arrays
-    (first axis = samples) concatenated, accuracies and shares recomputed from them, seconds
-    summed over partitions; every other field must agree across partitions."""
+    """One CertifyResult from results on disjoint sample partitions (in order).
+
+    Per-sample arrays (first axis = samples) are concatenated, accuracies and shares recomputed
+    from them, seconds summed over partitions; every other field must agree across partitions.
+
+    Parameters
+    ----------
+    results : list of CertifyResult
+        The partitions' results, in row order.
+
+    Returns
+    -------
+    CertifyResult
+        The merged result.
+
+    Raises
+    ------
+    ValueError
+        If the list is empty or the partitions disagree on a shared field.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> first = robust.certify(model, U[:2], y[:2], [0.2], method="box", domain=(0, 1))
+    >>> second = robust.certify(model, U[2:], y[2:], [0.2], method="box", domain=(0, 1))
+    >>> merged = robust.merge_certify_results([first, second])
+    >>> merged.certified.ravel(), round(merged.certified_accuracy[0.2], 3)
+    (array([False,  True, False]), 0.333)
+    """
     if not results:
         raise ValueError("merge_certify_results needs at least one partition's result")
     sizes = [len(r.correct) for r in results]

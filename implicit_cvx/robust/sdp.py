@@ -181,10 +181,32 @@ def _tau_bracket(M0: np.ndarray) -> tuple[float, float]:
 
 @dataclass
 class SdpMargins:
-    """Certified margin lower bounds (m, q) (+inf at j = y) on the boxes certify's lp method
-    relaxes over (interval boxes, pre-activations tightened): `certificate` is the SDP's dual
-    bound alone, `lower` its max with the interval bound (the SDP keeps the boxes, so it is never
-    below it in exact arithmetic); `solver`: whose multipliers."""
+    """Certified margin lower bounds (m, q) (+inf at j = y) from the SDP relaxation.
+
+    Over the boxes certify's lp method relaxes over (interval boxes, pre-activations tightened).
+
+    Attributes
+    ----------
+    lower : ndarray, shape (m, q)
+        The certified bounds: the certificate's max with the interval bound (the SDP keeps the
+        boxes, so it is never below it in exact arithmetic).
+    certificate : ndarray, shape (m, q)
+        The SDP's dual bound alone.
+    solver : str
+        Whose multipliers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> sdp = robust.sdp_margin_lower_bounds(model, U[2:], y[2:], 0.2, domain=(0, 1))
+    >>> sdp.lower.round(3)
+    array([[0.422,   inf]])
+    """
 
     lower: np.ndarray
     certificate: np.ndarray
@@ -192,8 +214,43 @@ class SdpMargins:
 
 
 def sdp_margin_lower_bounds(model, U, y, eps, domain=None, solver: str = "auto") -> SdpMargins:
-    """Lower bounds of ŷ_y − ŷ_j over the ℓ∞ ball of radius eps (clipped to domain) by the SDP
-    relaxation on the boxes certify's lp method uses — sound by our dual certificate."""
+    """Lower bounds of ŷ_y − ŷ_j over the ℓ∞ ball by the SDP relaxation.
+
+    The ball has radius eps (clipped to domain); the relaxation works on the boxes certify's lp
+    method uses, and is sound by our dual certificate whatever the solver's accuracy.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier with ReLU-type states.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    eps : float or array_like of shape (p,)
+        The radius.
+    domain : (lo, hi), optional
+        The input domain.
+    solver : str, default="auto"
+        The SDP solver ("auto", "CLARABEL", "SCS").
+
+    Returns
+    -------
+    SdpMargins
+        The certified bounds and the certificates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> sdp = robust.sdp_margin_lower_bounds(model, U[2:], y[2:], 0.2, domain=(0, 1))
+    >>> bool(sdp.lower[0, 0] > 0)
+    True
+    """
     from .certify import margin_lower_bounds
 
     U = model.check_inputs(U)

@@ -176,11 +176,40 @@ def _relu_mag(lp: _SparseLP, mu, n: int, z: bool = False) -> np.ndarray:
 # ---- margins ----------------------------------------------------------------------------------------
 @dataclass
 class SparseMargins:
-    """Certified lower bounds (m, q) of ŷ_y − ŷ_j over each sample's k-sparse ε-set (+inf at j = y):
-    `lower` (method "lp": the LP certificate max'ed with `box`), `box` (the boxes alone); `t` and
-    `delta` (m, q, p): the LP's primal t and δ per margin (NaN where no LP ran); `reduced_cost`
-    (m, q, p): the coefficient g_j of δ_j in the Lagrangian at the LP's multipliers — its
-    sensitivity w_j = |g_j|·range ranks the inputs for the attack."""
+    """Certified lower bounds (m, q) of ŷ_y − ŷ_j over each sample's k-sparse ε-set (+inf at j = y).
+
+    Returned by `sparse_margin_lower_bounds`.
+
+    Attributes
+    ----------
+    k : int
+        Number of inputs that may change.
+    eps : float
+        The largest change of each.
+    method : str
+        "box" or "lp".
+    lower : ndarray, shape (m, q)
+        The certified bounds (method "lp": the LP certificate max'ed with `box`).
+    box : ndarray, shape (m, q)
+        The bounds of the boxes alone.
+    t, delta : ndarray, shape (m, q, p)
+        The LP's primal t and δ per margin (NaN where no LP ran).
+    reduced_cost : ndarray, shape (m, q, p)
+        The coefficient g_j of δ_j in the Lagrangian at the LP's multipliers — its sensitivity
+        w_j = |g_j|·range ranks the inputs for the attack.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> sm = robust.sparse_margin_lower_bounds(model, U, y, k=1, eps=0.3, domain=(0, 1))
+    >>> sm.box.min(axis=1).round(4), sm.lower.min(axis=1).round(4)
+    (array([-0.2778,  1.4   , -0.4444]), array([0.3556, 1.4   , 0.2296]))
+    """
 
     k: int
     eps: float
@@ -217,9 +246,53 @@ def _box_margins(model, boxes: Boxes, U, y, k):
 
 def sparse_margin_lower_bounds(model, U, y, k: int, eps, domain=None, method: str = "lp",
                                early_stop: bool = False) -> SparseMargins:
-    """Certified margin lower bounds over inputs that differ from each row of U in at most k
-    entries, each by at most eps (clipped to domain). method "box" or "lp"; with early_stop the
-    LPs of a sample stop at its first margin that stays ≤ 0 (enough to decide certification)."""
+    """Certified margin lower bounds over inputs that differ from each row of U in at most k entries.
+
+    Each changed entry moves by at most eps and stays in the domain. The LP relaxes the exact
+    convex hull of that set (see the module docstring) and is certified by weak duality.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier with relu, leaky_relu or identity states.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    k : int
+        Number of inputs that may change.
+    eps : float
+        The largest change of each.
+    domain : (lo, hi), optional
+        The input domain.
+    method : {"lp", "box"}, default="lp"
+        Boxes alone, or the LP on them.
+    early_stop : bool, default=False
+        Stop the LPs of a sample at its first margin that stays ≤ 0 (enough to decide
+        certification).
+
+    Returns
+    -------
+    SparseMargins
+        The bounds, the LP's primal and reduced costs.
+
+    Raises
+    ------
+    ValueError
+        If k, eps, the method or the domain are invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> sm = robust.sparse_margin_lower_bounds(model, U, y, k=1, eps=0.3, domain=(0, 1))
+    >>> bool(np.all(sm.lower.min(axis=1) > 0))  # every sample certified
+    True
+    """
     if method not in ("box", "lp"):
         raise ValueError(f"sparse certification method must be 'box' or 'lp', got {method!r}")
     U = model.check_inputs(U)
@@ -248,9 +321,40 @@ def sparse_margin_lower_bounds(model, U, y, k: int, eps, domain=None, method: st
 
 
 def sparse_closed_form_margins(model, U, y, k: int, eps) -> np.ndarray:
-    """The closed-form margin bound of §4.4 for comparison: the state box x̂ ± (δ-bound of
-    bounds.sparse_perturbation_bound + residual widening) and s_k(|g_u|ε) for the direct term
-    (no domain clipping, no LP); (m, q) with +inf at j = y."""
+    """The closed-form margin bound of §4.4, for comparison.
+
+    The state box x̂ ± (δ-bound of `sparse_perturbation_bound` + residual widening) and
+    s_k(|g_u|ε) for the direct term (no domain clipping, no LP).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    k : int
+        Number of inputs that may change.
+    eps : float
+        The largest change of each.
+
+    Returns
+    -------
+    ndarray, shape (m, q)
+        Certified margin lower bounds, +inf at j = y.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> robust.sparse_closed_form_margins(model, U, y, 1, 0.3).min(axis=1).round(4)
+    array([-0.5778,  0.2   , -0.5556])
+    """
     U = model.check_inputs(U)
     y = check_labels(y, U.shape[0], model.n_outputs)
     X = model.equilibrium(U, tol=EQ_TOL, raise_on_failure=False)
@@ -280,8 +384,46 @@ def _candidates(sm: SparseMargins, u: np.ndarray, i: int, a, b) -> list:
 
 
 def sparse_attack(model, U, y, k: int, eps, domain=None, margins: SparseMargins | None = None) -> AttackResult:
-    """The attack the sparse LP suggests (module docstring), on every correctly classified
-    sample; each candidate is checked by a float64 equilibrium and the worst is kept."""
+    """The attack the sparse LP suggests, on every correctly classified sample.
+
+    Perturb the k inputs with the largest t_j of the LP solution (ties and the rest by the LP
+    sensitivity) to the end of their range in the LP's direction; each candidate is checked by a
+    float64 equilibrium and the worst is kept.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A classifier.
+    U : array_like, shape (m, p)
+        Inputs.
+    y : array_like, shape (m,)
+        Labels.
+    k : int
+        Number of inputs changed.
+    eps : float
+        The largest change of each.
+    domain : (lo, hi), optional
+        The input domain.
+    margins : SparseMargins, optional
+        The LP's result for the same (U, y, k, eps, domain), if already computed.
+
+    Returns
+    -------
+    AttackResult
+        kind "sparse_lp".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> U = np.array([[1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    >>> y = np.array([0, 1, 1])
+    >>> result = robust.sparse_attack(model, U, y, 1, 0.5, domain=(0, 1))
+    >>> result.changed
+    array([ True, False,  True])
+    """
     U = model.check_inputs(U)
     y = check_labels(y, U.shape[0], model.n_outputs)
     sm = margins or sparse_margin_lower_bounds(model, U, y, k, eps, domain)

@@ -59,8 +59,31 @@ def reachable_states(A, B) -> np.ndarray:
 
 
 def s_bound_weights(model, include_D: bool = True) -> np.ndarray:
-    """ω = (w, 𝟙_p) (or w when D is not fitted), w = (I − |A|)⁻¹|B|𝟙 a verified upper bound that is
-    exactly 0 on unreachable states: ‖S‖_∞ ≤ max_i Σ_j ω_j|[C D]_ij| (Thm 4.3)."""
+    """ω = (w, 𝟙_p) (or w when D is not fitted), w = (I − |A|)⁻¹|B|𝟙, so ‖S‖_∞ ≤ max_i Σ_j ω_j|[C D]_ij|.
+
+    w is a verified upper bound that is exactly 0 on unreachable states (Thm 4.3).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A model with λ_pf(|A|) < 1.
+    include_D : bool, default=True
+        Append the p ones of the D columns.
+
+    Returns
+    -------
+    ndarray, shape (n + p,) or (n,)
+        ω.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> robust.s_bound_weights(model).round(4)
+    array([3.0556, 2.1111, 1.    , 1.    ])
+    """
     require_pf_below_one(model.A)
     rhs = np.asarray(absolute(model.B).sum(axis=1)).ravel()
     w = resolvent_upper(absolute(model.A), rhs)
@@ -112,8 +135,35 @@ class SBoundScaling:
 
 
 def s_bound_scaling(weights, s) -> SBoundScaling:
-    """The scaling for ‖S‖_∞ ≤ s with per-column weights ω (s_bound_weights); zero weights
-    (unreachable states) stay out of the ball."""
+    """The scaling for ‖S‖_∞ ≤ s with per-column weights ω (`s_bound_weights`).
+
+    Zero weights (unreachable states) stay out of the ball.
+
+    Parameters
+    ----------
+    weights : array_like, shape (d,)
+        ω, finite and ≥ 0, not all 0.
+    s : float
+        The bound, > 0.
+
+    Returns
+    -------
+    SBoundScaling
+        scale (d,), the ball's columns and radius.
+
+    Raises
+    ------
+    ValueError
+        If the weights or s are invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import robust
+    >>> scaling = robust.s_bound_scaling(np.array([2.0, 1.0, 0.0]), 1.0)
+    >>> scaling.scale, scaling.cols
+    (array([1. , 0.5, 1. ]), array([0, 1]))
+    """
     s = check_s_value(s)
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 1 or not np.all(np.isfinite(weights) & (weights >= 0)):
@@ -129,11 +179,59 @@ def s_bound_scaling(weights, s) -> SBoundScaling:
 
 def fit_output_layer_s_bounded(F, Y, loss: str, weights, s, *, lam_l1=0.0, lam_l2: float = 0.0,
                                anchor=None, warm_start=None, **solver_options):
-    """Certified output fit (convex/losses.fit_output_layer) with Σ_j ω_j|W_ij| ≤ s on every row.
+    """Certified output fit with Σ_j ω_j|W_ij| ≤ s on every row, hence ‖S‖_∞ ≤ s.
 
     Solved in the scaled coordinates W̃ = WΩ̂ (module docstring); the ℓ1 penalties are exact, the
     ridge λ2 and the anchor μ are measured in the ball's metric, λ2‖WΩ̂‖² and μ‖(Θ − Θ0)Ω̂‖²
-    (Ω̂ ≤ I: never stronger than asked). Returns (W, b, OutputFitInfo) in the original coordinates.
+    (Ω̂ ≤ I: never stronger than asked).
+
+    Parameters
+    ----------
+    F : array_like, shape (m, d)
+        Features (states and inputs).
+    Y : array_like
+        Targets: (m,) / (m, q) for "squared", labels 0..K−1 otherwise.
+    loss : str
+        The loss: "squared", "cross_entropy" or "hinge".
+    weights : array_like, shape (d,)
+        ω (`s_bound_weights`).
+    s : float
+        The bound on the weighted row sums.
+    lam_l1 : float or array_like of shape (d,), default=0.0
+        ℓ1 weight, scalar or per column.
+    lam_l2 : float, default=0.0
+        Ridge weight.
+    anchor : (W0, b0, mu), optional
+        Proximal term μ‖(Θ − Θ0)Ω̂‖².
+    warm_start : (W, b), optional
+        Starting point.
+    **solver_options
+        Passed to `convex.losses.fit_output_layer` (tol, max_iter, n_jobs, ...).
+
+    Returns
+    -------
+    W : ndarray, shape (q, d)
+    b : ndarray, shape (q,)
+    info : OutputFitInfo
+        The certified fit (objective, duality gap, status, solver).
+
+    Raises
+    ------
+    ValueError
+        If F, lam_l1, the weights or s are invalid.
+    RowFitError
+        If no solver certifies the fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import robust
+    >>> rng = np.random.default_rng(0)
+    >>> F = rng.normal(size=(30, 3))
+    >>> Y = F @ [[1.0], [-2.0], [0.5]]
+    >>> W, b, info = robust.fit_output_layer_s_bounded(F, Y, "squared", np.ones(3), 1.5)
+    >>> W.round(4), round(float(np.abs(W).sum()), 6), info.status
+    (array([[ 0.4813, -1.0187,  0.    ]]), 1.5, 'optimal')
     """
     sc = s_bound_scaling(weights, s)
     F = np.asarray(F, dtype=float)
@@ -159,8 +257,30 @@ def fit_output_layer_s_bounded(F, Y, loss: str, weights, s, *, lam_l1=0.0, lam_l
 
 
 def s_norm_bound(model) -> float:
-    """A verified upper bound of ‖S‖_∞ (Thm 4.3): the smaller of the row sums of
-    sensitivity_matrix and max_i |c_i|ᵀw + ‖d_i‖_1 with the verified w of s_bound_weights."""
+    """A verified upper bound of ‖S‖_∞ (Thm 4.3).
+
+    The smaller of the row sums of `sensitivity_matrix` and max_i |c_i|ᵀw + ‖d_i‖_1 with the
+    verified w of `s_bound_weights`.
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        A model with λ_pf(|A|) < 1.
+
+    Returns
+    -------
+    float
+        The bound.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> round(robust.s_norm_bound(model), 4)
+    5.1667
+    """
     n, p = model.n_states, model.n_inputs
     rows = np.asarray(absolute(model.C) @ s_bound_weights(model, include_D=False)).ravel()
     rows = rows + np.asarray(absolute(model.D).sum(axis=1)).ravel()
@@ -169,7 +289,38 @@ def s_norm_bound(model) -> float:
 
 
 def check_s_bound(model, s) -> float:
-    """The verified ‖S‖_∞ bound of s_norm_bound; RuntimeError if it exceeds s(1 + S_RTOL)."""
+    """The verified ‖S‖_∞ bound of `s_norm_bound`; RuntimeError if it exceeds s(1 + S_RTOL).
+
+    Parameters
+    ----------
+    model : ImplicitModel
+        The model.
+    s : float
+        The promised bound.
+
+    Returns
+    -------
+    float
+        The verified bound.
+
+    Raises
+    ------
+    RuntimeError
+        If the bound exceeds s(1 + S_RTOL).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from implicit_cvx import ImplicitModel, robust
+    >>> model = ImplicitModel(A=[[0, 0.5], [0.2, 0]], B=[[1, -1], [0.5, 1]],
+    ...                       C=[[1, -1], [-1, 1]], D=np.zeros((2, 2)))
+    >>> round(robust.check_s_bound(model, 6.0), 4)
+    5.1667
+    >>> robust.check_s_bound(model, 5.0)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: ‖S‖_∞ = 5.16... exceeds the bound s = 5.0 ...
+    """
     s = check_s_value(s)
     value = s_norm_bound(model)
     if value > s * (1 + S_RTOL):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -284,9 +285,90 @@ def fit(method_cls, U, Y=None, *, task: str, seed=0, U_val=None, Y_val=None, run
     return drive(method_cls(opts, data, seed, progress), seed, run=run, progress=progress)
 
 
+_TYPES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "floats": "list of float",
+          "ints": "list of int", "any": "object"}
+
+_FIT_PARAMETERS = """U : array_like, shape (m, p)
+    Training inputs, one row per sample (methods with a ``data_backend`` option also take
+    files, shard directories and dask arrays, as `implicit_cvx.partitions.partition` does).
+Y : array_like, shape (m,) or (m, q), optional
+    Targets: labels 0..K−1 for classification, values for regression.
+task : str
+    "classification" or "regression"; it sets the default loss.
+seed : int, default=0
+    Seed of the one random generator every random draw of the fit comes from.
+U_val, Y_val : array_like, optional
+    Validation data: metrics in the history, and early stopping where the method has it.
+run : RunLog, optional
+    Where to log the history and checkpoints, and to resume from
+    (`implicit_cvx.train.runlog.RunLog`).
+progress : bool, default=False
+    Show a progress bar (one line per outer iteration when not on a terminal)."""
+
+_FIT_RETURNS = """Returns
+-------
+FitResult
+    ``model`` (the fitted ImplicitModel), ``history`` (one record per outer iteration) and
+    ``summary`` (train loss, duality gaps, ‖A‖_∞, uncertified steps, ...).
+
+Raises
+------
+ConfigError
+    If an option is unknown or outside its allowed values, naming it.
+ValueError
+    If the data are invalid (shapes, NaN, labels).
+RowFitError
+    If a convex step cannot be certified to its tolerance (unless ``accept_uncertified``)."""
+
+# Quick settings of the generated example: the options the estimators map to these parameters.
+_QUICK = {"max_iter": 3, "n_states": 8}
+
+
+def _option_doc(spec) -> str:
+    """One numpydoc Parameters entry from an option's declaration (kind, default, help)."""
+    f = spec.field
+    if f.choices:  # numpydoc reads the first choice as the default: list the default first
+        choices = ([None] if f.default is None else []) + sorted(f.choices, key=lambda c: c != f.default)
+        kind = "{" + ", ".join(repr(c) for c in choices) + "}"
+    else:
+        kind = _TYPES[f.kind] + (" or None" if (f.default is None or f.nullable) and f.kind != "any" else "")
+    help_ = f.help.replace("null", "None") or "See the user guide"
+    help_ = help_[0].upper() + help_[1:] + ("" if help_.endswith((".", ")")) else ".")
+    text = textwrap.fill(help_, 88, initial_indent="    ", subsequent_indent="    ")
+    return f"{spec.name} : {kind}, default={f.default!r}\n{text}"
+
+
+def _example(name: str, specs) -> str:
+    """A doctest fitting a tiny regression with `fit_<name>` (few iterations, few states)."""
+    quick = "".join(f", {s.name}={_QUICK[s.estimator]}" for s in specs if s.estimator in _QUICK)
+    return f"""Examples
+--------
+>>> import numpy as np
+>>> from implicit_cvx.train.{name} import fit_{name}
+>>> rng = np.random.default_rng(0)
+>>> U = rng.uniform(-1, 1, (40, 3))
+>>> Y = np.sin(U).sum(axis=1, keepdims=True)
+>>> result = fit_{name}(U, Y, task="regression", seed=0{quick})
+>>> result.model.n_inputs, result.model.n_outputs
+(3, 1)
+>>> result.summary["inf_norm_A"] <= result.summary["kappa"], result.summary["uncertified_steps"]
+(True, [])"""
+
+
+def fit_doc(method_cls) -> str:
+    """The numpydoc docstring of `fit_<name>`: the method's own docstring, then Parameters (the
+    common ones and one per declared option, from its help text), Returns, Raises, Examples."""
+    specs = option_specs(method_cls.Options)
+    summary = inspect.cleandoc(method_cls.__doc__ or f"Fit with the {method_cls.name!r} method.")
+    options = "\n".join(_option_doc(s) for s in specs)
+    return (f"{summary}\n\nParameters\n----------\n{_FIT_PARAMETERS}\n{options}\n\n{_FIT_RETURNS}"
+            f"\n\n{_example(method_cls.name, specs)}\n")
+
+
 def fit_function(method_cls):
     """`fit_<name>(U, Y, *, task, seed, U_val, Y_val, run, progress, **options)` for a method,
-    with a signature listing every option and its default (for help() and IDEs)."""
+    with a signature listing every option and its default and a numpydoc docstring (for help(),
+    IDEs and the API reference)."""
 
     def fit_method(U, Y=None, *, task, seed=0, U_val=None, Y_val=None, run=None, progress=False,
                    **options) -> FitResult:
@@ -298,6 +380,5 @@ def fit_function(method_cls):
              for s in option_specs(method_cls.Options)]
     fit_method.__signature__ = inspect.Signature(base + extra)
     fit_method.__name__ = fit_method.__qualname__ = f"fit_{method_cls.name}"
-    lines = [f"  {s.name} = {s.field.default!r}: {s.field.help}" for s in option_specs(method_cls.Options)]
-    fit_method.__doc__ = (f"{(method_cls.__doc__ or '').strip()}\n\nOptions:\n" + "\n".join(lines))
+    fit_method.__doc__ = fit_doc(method_cls)
     return fit_method

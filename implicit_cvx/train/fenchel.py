@@ -182,8 +182,11 @@ class FenchelState:
 
 
 class FenchelMethod(AlternatingMethod):
-    """Fenchel-lifted block coordinate descent (ReLU only); λ_k = lam·lam_growth^k, rho relative
-    to λ. Returns the best TRUE model after an equilibrium re-solve and a certified (C, D) refit."""
+    """Fit an implicit model by Fenchel-lifted block coordinate descent (ReLU only).
+
+    λ_k = lam·lam_growth^k, rho relative to λ. Returns the best TRUE model after an equilibrium
+    re-solve and a certified (C, D) refit.
+    """
 
     name = "fenchel"
     Options = FenchelOptions

@@ -99,8 +99,11 @@ class GradientState:
 
 
 class GradientMethod(FitMethod):
-    """Projected Adam/SGD on all parameters with implicit gradients (paper App. G); A ← Π_κ(A)
-    after every step (the exact row-wise ℓ1-ball projection, not a rescaling)."""
+    """Fit an implicit model by projected Adam/SGD with implicit gradients (paper App. G).
+
+    All parameters are trained; A ← Π_κ(A) after every step (the exact row-wise ℓ1-ball
+    projection, not a rescaling).
+    """
 
     name = "gradient"
     Options = GradientOptions
