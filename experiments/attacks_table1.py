@@ -68,7 +68,7 @@ PAPER = {  # the paper's Table 1, MNIST columns (success rates in %): (sensitivi
 }
 PAPER_CLEAN_ACCURACY = 0.98
 NETS = {"mnist_5k": (128, 64), "digits": (64, 32)}
-MNIST_CANDIDATES = ((64,), (100,), (128,), (256,), (256, 128))  # increasing parameter count
+MNIST_CANDIDATES = ((64,), (100,), (128,), (128, 64), (200,), (256,), (256, 128))  # by parameter count
 MNIST_MAX_ITER = 60
 PGD_EPS = {"mnist_5k": (0.002, 0.005, 0.01), "digits": (0.005, 0.01, 0.02),
            "mnist": (0.002, 0.005, 0.01)}
