@@ -124,14 +124,17 @@ def cheapest_net(ds, candidates, target: float, seed: int, max_iter: int, m_trai
 
 
 def attack_runs(model, U, y, seeds: int) -> dict:
-    """{fraction: {"sensitivity": [AttackResult per seed], "gradient": [...], "seconds": {...}}}."""
+    """{fraction: {kind: {"k", "n_correct", "success" (one rate per seed), "seconds"}}} for the
+    sensitivity and gradient attacks (the adversarial inputs are not kept)."""
     runs = {}
     for f in FRACTIONS:
-        runs[f] = {"seconds": {}}
+        runs[f] = {}
         for kind, attack in (("sensitivity", sensitivity_attack), ("gradient", gradient_attack)):
             t0 = time.perf_counter()
-            runs[f][kind] = [attack(model, U, y, f, rng=s) for s in range(seeds)]
-            runs[f]["seconds"][kind] = time.perf_counter() - t0
+            results = [attack(model, U, y, f, rng=s) for s in range(seeds)]
+            runs[f][kind] = {"k": results[0].k, "n_correct": results[0].n_correct,
+                             "success": [r.success_rate for r in results],
+                             "seconds": time.perf_counter() - t0}
     return runs
 
 
@@ -141,14 +144,14 @@ def attack_rows(name, model, runs: dict, acc, seeds: int) -> list[dict]:
     for f, run in runs.items():
         sens, grad = run["sensitivity"], run["gradient"]
         rows.append({
-            "dataset": name, "fraction_pct": 100 * f, "k": sens[0].k, "p": model.n_inputs,
-            "sensitivity_ours_pct": mean_std([100 * r.success_rate for r in sens], 2),
+            "dataset": name, "fraction_pct": 100 * f, "k": sens["k"], "p": model.n_inputs,
+            "sensitivity_ours_pct": mean_std([100 * r for r in sens["success"]], 2),
             "sensitivity_paper_pct": PAPER[f][0],
-            "gradient_ours_pct": mean_std([100 * r.success_rate for r in grad], 2),
+            "gradient_ours_pct": mean_std([100 * r for r in grad["success"]], 2),
             "gradient_paper_pct": PAPER[f][1], "clean_accuracy": acc,
-            "attacked_samples": sens[0].n_correct, "seeds": seeds,
-            "sensitivity_summary": summarize([r.success_rate for r in sens]),
-            "gradient_summary": summarize([r.success_rate for r in grad]),
+            "attacked_samples": sens["n_correct"], "seeds": seeds,
+            "sensitivity_summary": summarize(sens["success"]),
+            "gradient_summary": summarize(grad["success"]),
         })
     return rows
 
@@ -163,14 +166,14 @@ def paper_rows(runs: dict, acc: float, m_test: int, seeds: int) -> list[dict]:
              "ours": 100 * acc, "ours_std": None, "test_samples": m_test}]
     for j, kind in enumerate(("sensitivity", "gradient")):
         for f, run in runs.items():
-            stats = summarize([100 * r.success_rate for r in run[kind]])
+            stats = summarize([100 * r for r in run[kind]["success"]])
             rows.append({
                 "label": f"{kind} attack, {100 * f:g}% of inputs", "attack": kind,
-                "fraction_pct": 100 * f, "k": run[kind][0].k, "protocol": ours,
+                "fraction_pct": 100 * f, "k": run[kind]["k"], "protocol": ours,
                 "paper_protocol": PAPER_PROTOCOL, "paper": PAPER[f][j], "ours": stats["mean"],
                 "ours_std": stats["std"], "ours_min": stats["min"], "ours_max": stats["max"],
-                "attacked_samples": run[kind][0].n_correct, "test_samples": m_test,
-                "seeds": seeds, "seconds": run["seconds"][kind]})
+                "attacked_samples": run[kind]["n_correct"], "test_samples": m_test,
+                "seeds": seeds, "seconds": run[kind]["seconds"]})
     return rows
 
 
@@ -203,8 +206,8 @@ def evaluate(name, model, U, y, seeds: int, n_pgd: int, png) -> tuple[dict, list
                     title=f"{name}: input importance from S (overall, per class)")
     runs = attack_runs(model, U, y, seeds)
     for f, run in runs.items():
-        print(f"  {100 * f:>5g}% (k = {run['sensitivity'][0].k:>3}): " + ", ".join(
-            f"{kind} {mean_std([100 * r.success_rate for r in run[kind]], 2)} % "
+        print(f"  {100 * f:>5g}% (k = {run['sensitivity']['k']:>3}): " + ", ".join(
+            f"{kind} {mean_std([100 * r for r in run[kind]['success']], 2)} % "
             f"[paper {PAPER[f][j]}]" for j, kind in enumerate(("sensitivity", "gradient"))))
     pgd = pgd_rows(name, model, U[:n_pgd], y[:n_pgd], PGD_EPS[name])
     for r in pgd:
