@@ -31,6 +31,13 @@ SCRIPTS = {
                                                 "paper_certificates_quick.md"]),
 }
 NEEDS_TORCH = {"convert_zoo"}  # the optional extra implicit_cvx[torch]
+MNIST_MODES = {
+    # script: the files its `--quick --dataset mnist` run must write (JSON with a `rows` list)
+    "attacks_table1": ["table1_mnist_quick.csv", "table1_mnist_quick.md", "table1_mnist_quick.json"],
+    "sim_sparsity": ["sim_mnist_quick.csv", "sim_mnist_quick.md", "sim_mnist_quick.png",
+                     "sim_mnist_quick.json"],
+}
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"  # where experiments/common.py looks
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -48,3 +55,23 @@ def test_quick_mode_runs_and_writes_results(script, tmp_path):
         assert path.exists() and path.stat().st_size > 0, (name, sorted(p.name for p in tmp_path.iterdir()))
         if name.endswith(".json"):
             json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("script", sorted(MNIST_MODES))
+def test_quick_mnist_mode_writes_rows_beside_the_paper(script, tmp_path):
+    """The full-MNIST modes on their quick slices: files written, every row labelled, with a
+    protocol and our number (skipped when the MNIST file is not on this machine)."""
+    if not (os.environ.get("IMPLICIT_CVX_DATA") or SHARED_MNIST.is_file()):
+        pytest.skip(f"full MNIST not found: set IMPLICIT_CVX_DATA or put it at {SHARED_MNIST}")
+    cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick", "--dataset",
+           "mnist", "--out", str(tmp_path)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in MNIST_MODES[script]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    report = json.loads((tmp_path / MNIST_MODES[script][-1]).read_text())
+    assert report["rows"] and report["versions"] and report["argv"]
+    for row in report["rows"]:
+        assert row["label"] and row["protocol"].startswith("ours") and "paper" in row
+        assert 0 <= row["ours"] <= 100, row
