@@ -2,6 +2,7 @@
 
 (The training scripts have their own smoke tests in test_experiments_training.py.)"""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -29,14 +30,26 @@ SCRIPTS = {
     "architecture": (["--out", "{tmp}"], ["architecture_quick.csv", "architecture_quick.json"]),
     "paper_certificates": (["--out", "{tmp}"], ["paper_certificates_quick.json",
                                                 "paper_certificates_quick.md"]),
+    "mnist_adjoint": (["--out", "{tmp}"], ["mnist_adjoint_quick.json", "mnist_adjoint_quick.md"]),
 }
 NEEDS_TORCH = {"convert_zoo"}  # the optional extra implicit_cvx[torch]
+NEEDS_MNIST = {"mnist_adjoint"}  # the full MNIST file (the script skips without it, writing nothing)
+
+
+def _mnist_path():
+    """experiments/common.py's mnist_path(): $IMPLICIT_CVX_DATA or ../shared/data/mnist.npz."""
+    spec = importlib.util.spec_from_file_location("experiments_common", ROOT / "experiments" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    return common.mnist_path()
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_quick_mode_runs_and_writes_results(script, tmp_path):
     if script in NEEDS_TORCH:
         pytest.importorskip("torch")
+    if script in NEEDS_MNIST and _mnist_path() is None:
+        pytest.skip("the full MNIST file is absent (IMPLICIT_CVX_DATA or ../shared/data/mnist.npz)")
     args, files = SCRIPTS[script]
     cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick",
            *(a.format(tmp=tmp_path) for a in args)]

@@ -14,6 +14,10 @@ With `batch_size`, each outer iteration runs steps 1–4 on a fresh random subse
 rows: every step is still certified and decreases the true objective *of that subset*, the history
 records the full-data true objective beside it, and the final (C, D) refit uses all rows. On digits
 it generalizes better than the full-batch reference (experiments/results/training_digits.md).
+With `full_every` = k the full data's equilibria (and its record) are solved only every k-th
+iteration and before the final refit; the other iterations solve their subset's states from the
+held ones, so the steps are the same to the equilibrium tolerance, at a fraction of the cost
+when m is large.
 
 Every per-sample quantity (equilibria, adjoints, Gram sums, losses, the cross-entropy fit and its
 certificate) is computed per row partition where the partition lives (train/partitioned.py) and
