@@ -143,6 +143,35 @@ def test_data_subset_steps_decrease_their_subset_objective_and_are_certified():
     np.testing.assert_array_equal(full.model.A, same.model.A)
 
 
+def test_full_every_evaluates_less_but_takes_the_same_certified_steps(tmp_path):
+    U, y = _regression(seed=7, m=60)
+    kw = dict(task="regression", n_states=8, kappa=0.5, max_outer=6, batch_size=20, eta=0.5,
+              init=_init(8, 2, 1, 7))
+    every = fit_adjoint(U, y, **kw)
+    sparse = fit_adjoint(U, y, full_every=3, **kw)
+    for r in sparse.history:  # every step certified, the subset's objective never rises
+        assert r["status_AB"] == "optimal" and r["status_CD"] == "optimal"
+        assert r["batch_objective"] < r["batch_objective_before"] or not r["accepted"]
+    full = [r["objective"] is not None for r in sparse.history]
+    assert full == [False, False, True, False, False, True]
+    for a, b in zip(every.history, sparse.history, strict=True):  # the same subsets, the same steps
+        assert np.isclose(a["batch_objective"], b["batch_objective"], rtol=1e-7)
+        if b["objective"] is not None:
+            assert np.isclose(a["objective"], b["objective"], rtol=1e-7)
+        else:  # the subset's own record, at its exact states
+            assert b["equilibrium_residual"] <= 1e-10
+            assert np.isclose(b["batch_loss"], b["batch_objective"], rtol=1e-9)
+    np.testing.assert_allclose(sparse.model.A, every.model.A, atol=1e-7)
+    # stale states at the end are solved again before the final (C, D) refit on all rows
+    odd = fit_adjoint(U, y, full_every=4, **kw)
+    np.testing.assert_allclose(odd.model.C, every.model.C, atol=1e-7)
+    assert odd.summary["train_residual"] <= 1e-10
+    # a resumed run with stale states continues the same run
+    fit_adjoint(U, y, full_every=4, **{**kw, "max_outer": 5}, run=RunLog(tmp_path))
+    resumed = fit_adjoint(U, y, full_every=4, **kw, run=RunLog(tmp_path, resume=True))
+    np.testing.assert_allclose(resumed.model.A, every.model.A, atol=1e-7)
+
+
 @pytest.mark.parametrize("batch_size", [None, 15])
 def test_resume_continues_the_same_run(tmp_path, batch_size):
     U, y = _regression(seed=4)

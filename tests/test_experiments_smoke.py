@@ -2,6 +2,7 @@
 
 (The training scripts have their own smoke tests in test_experiments_training.py.)"""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ SCRIPTS = {
     "architecture": (["--out", "{tmp}"], ["architecture_quick.csv", "architecture_quick.json"]),
     "paper_certificates": (["--out", "{tmp}"], ["paper_certificates_quick.json",
                                                 "paper_certificates_quick.md"]),
+    "mnist_adjoint": (["--out", "{tmp}"], ["mnist_adjoint_quick.json", "mnist_adjoint_quick.md"]),
 }
 NEEDS_TORCH = {"convert_zoo"}  # the optional extra implicit_cvx[torch]
 MNIST_MODES = {
@@ -37,13 +39,23 @@ MNIST_MODES = {
     "sim_sparsity": ["sim_mnist_quick.csv", "sim_mnist_quick.md", "sim_mnist_quick.png",
                      "sim_mnist_quick.json"],
 }
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"  # where experiments/common.py looks
+NEEDS_MNIST = {"mnist_adjoint"}  # the full MNIST file (the script skips without it, writing nothing)
+
+
+def _mnist_path():
+    """experiments/common.py's mnist_path(): $IMPLICIT_CVX_DATA or ../shared/data/mnist.npz."""
+    spec = importlib.util.spec_from_file_location("experiments_common", ROOT / "experiments" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    return common.mnist_path()
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_quick_mode_runs_and_writes_results(script, tmp_path):
     if script in NEEDS_TORCH:
         pytest.importorskip("torch")
+    if script in NEEDS_MNIST and _mnist_path() is None:
+        pytest.skip("the full MNIST file is absent (IMPLICIT_CVX_DATA or ../shared/data/mnist.npz)")
     args, files = SCRIPTS[script]
     cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick",
            *(a.format(tmp=tmp_path) for a in args)]
@@ -61,8 +73,8 @@ def test_quick_mode_runs_and_writes_results(script, tmp_path):
 def test_quick_mnist_mode_writes_rows_beside_the_paper(script, tmp_path):
     """The full-MNIST modes on their quick slices: files written, every row labelled, with a
     protocol and our number (skipped when the MNIST file is not on this machine)."""
-    if not (os.environ.get("IMPLICIT_CVX_DATA") or SHARED_MNIST.is_file()):
-        pytest.skip(f"full MNIST not found: set IMPLICIT_CVX_DATA or put it at {SHARED_MNIST}")
+    if _mnist_path() is None:
+        pytest.skip("full MNIST not found: set IMPLICIT_CVX_DATA or put it at ../shared/data/mnist.npz")
     cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick", "--dataset",
            "mnist", "--out", str(tmp_path)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}

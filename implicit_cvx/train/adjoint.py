@@ -14,6 +14,10 @@ With `batch_size`, each outer iteration runs steps 1–4 on a fresh random subse
 rows: every step is still certified and decreases the true objective *of that subset*, the history
 records the full-data true objective beside it, and the final (C, D) refit uses all rows. On digits
 it generalizes better than the full-batch reference (experiments/results/training_digits.md).
+With `full_every` = k the full data's equilibria (and its record) are solved only every k-th
+iteration and before the final refit; the other iterations solve their subset's states from the
+held ones, so the steps are the same to the equilibrium tolerance, at a fraction of the cost
+when m is large.
 
 Every per-sample quantity (equilibria, adjoints, Gram sums, losses, the cross-entropy fit and its
 certificate) is computed per row partition where the partition lives (train/partitioned.py) and
@@ -75,6 +79,10 @@ class AdjointOptions(StateModelOptions, RowParallelOptions, CertifiedStepOptions
     max_outer: int = option(50, low=1, estimator="max_iter", help="outer iterations")
     batch_size: int | None = option(None, kind="int", low=2,
                                     help="rows per outer iteration (null: full batch)")
+    full_every: int = option(1, low=1,
+                             help="with batch_size: solve the full data's states and record its "
+                                  "objective every k-th outer iteration (and at the end); the "
+                                  "others solve and record only their subset")
     eta: float = option(1.0, low=0, open_low=True,
                         help="step η of the state targets Z − η·m·V (adapted: ×2 after an "
                              "accepted full-batch step, ×¼ per rejected trial)")
@@ -101,8 +109,10 @@ class AdjointState:
     model: ImplicitModel
     rng: np.random.Generator
     X: np.ndarray | None  # the exact equilibrium of every training row (None: held by the workers)
-    objective: float
+    objective: float | None  # the full data's true objective (None: not evaluated since (A, B) moved)
     eta: float
+    fresh: bool = True  # X (or the workers' states) are the equilibria of `model`
+    count: int = 0  # outer iterations done
 
 
 # ---- per-partition work -----------------------------------------------------------------------
@@ -349,12 +359,15 @@ class AdjointMethod(AlternatingMethod):
         return model, None, obj, eta, False, MAX_TRIALS, max(gaps), notes
 
     def _batch(self, state: AdjointState) -> _Work:
-        """A random subset of batch_size training rows, gathered into one partition in memory."""
+        """A random subset of batch_size training rows, gathered into one partition in memory,
+        with the equilibria of state.model (re-solved from the held states when those are stale)."""
         w = self._work
         rows = np.sort(state.rng.choice(w.m, self.opts.batch_size, replace=False))
         local = row_locations(w.samples.rows, rows)
         got = self._cluster.map(take_rows, [(*it, loc) for it, loc in zip(w.items(), local, strict=True)])
         U, Y, X = (np.concatenate([g[i] for g in got]) for i in range(3))
+        if state.fresh is False:
+            X = state.model.equilibrium(U, X0=X, tol=EQ_TOL)
         return _Work(Samples(Cluster("memory"), [(U, Y)], [len(U)]), [X])
 
     def step(self, state: AdjointState) -> Step:
@@ -362,6 +375,8 @@ class AdjointMethod(AlternatingMethod):
         self._resume(state)
         work = self._work
         batched = o.batch_size is not None and o.batch_size < work.m
+        count = (state.count or 0) + 1
+        full = not batched or count % o.full_every == 0
         bw = self._batch(state) if batched else work
         before = self._objective(bw, state.model) if batched else state.objective
         model, cd = self._output_step(bw, state.model)
@@ -370,14 +385,22 @@ class AdjointMethod(AlternatingMethod):
             before = mid
         model, X_b, after, eta_used, accepted, trials, gap_ab, notes = self._state_step(
             bw, model, mid, state.eta)
-        if batched:  # the full data's states of the new (A, B), warm-started at the old ones
-            X_b = work.solve(model)
-        if X_b is not None:  # (a rejected step leaves (A, B) and so the states unchanged)
-            work.replace(X_b)
-        rec = self._record(work, model)
-        objective = rec.pop("train_objective")
-        rec = {"objective": objective, **rec, "equilibrium_residual": rec["train_residual"],
-               "eta": eta_used, "accepted": accepted, "trials": trials, "max_gap_AB": gap_ab,
+        fresh = full or (state.fresh is not False and not accepted)  # states of (A, B) held?
+        if full:
+            if batched:  # the full data's states of the new (A, B), warm-started at the held ones
+                X_b = work.solve(model)
+            if X_b is not None:  # (a rejected step leaves (A, B) and so the states unchanged)
+                work.replace(X_b)
+            rec = self._record(work, model)
+            objective = rec.pop("train_objective")
+            rec = {"objective": objective, **rec, "equilibrium_residual": rec["train_residual"]}
+        else:  # the subset's record only; the full data's states are solved at a later iteration
+            brec = self._record(bw, model, X_b)  # X_b None: (A, B) unchanged
+            objective = None
+            rec = {"objective": None, **{"batch_" + k[6:]: v for k, v in brec.items()
+                                         if k != "train_objective"},
+                   "equilibrium_residual": brec["train_residual"]}
+        rec = {**rec, "eta": eta_used, "accepted": accepted, "trials": trials, "max_gap_AB": gap_ab,
                "status_AB": "uncertified" if any(n["step"] == "(A, B) rows" for n in notes) else "optimal",
                "max_gap_CD": cd.gap, "status_CD": cd.status, "max_duality_gap": max(gap_ab, cd.gap),
                "inf_norm_A": inf_norm(model.A)}
@@ -391,7 +414,8 @@ class AdjointMethod(AlternatingMethod):
         eta = state.eta if batched else (eta_used * ETA_GROW if accepted else eta_used)
         rel = (before - after) / max(abs(before), 1e-300)
         stop = not batched and (not accepted or rel < o.min_rel_decrease)
-        return Step(AdjointState(model, state.rng, self._held_X(), objective, eta), rec, stop)
+        return Step(AdjointState(model, state.rng, self._held_X(), objective, eta, fresh, count),
+                    rec, stop)
 
     def finish(self, state: AdjointState, model) -> FitResult:
         """Final (C, D) refit on the final states of `model` (all rows), checks and the summary;
@@ -402,6 +426,8 @@ class AdjointMethod(AlternatingMethod):
             work = self._work
             if model is not state.model:
                 work.replace(work.solve(model, X0=[None] * len(work.X)))
+            elif state.fresh is False:  # batched steps since the last full-data solve
+                work.replace(work.solve(model))
             model, cd = self._output_step(work, model)
             rec = self._record(work, model)
             rec.update(samples=work.m, partitions=len(work.X), data_backend=o.data_backend)
