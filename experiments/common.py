@@ -72,8 +72,8 @@ def provenance(argv=None) -> dict:
 
 
 def git_commit() -> str | None:
-    """HEAD of the checkout the scripts run from, with "+dirty" when tracked files outside
-    experiments/results/ differ from it (None outside a git checkout)."""
+    """HEAD of the checkout the scripts run from, with "+dirty" when tracked files other than the
+    outputs (experiments/results/, experiments/RESULTS.md) differ from it (None outside git)."""
     def git(*args):
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
                               timeout=30)
@@ -83,7 +83,7 @@ def git_commit() -> str | None:
         if head.returncode != 0:
             return None
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                    ":(exclude)experiments/results").stdout.strip()
+                    ":(exclude)experiments/results", ":(exclude)experiments/RESULTS.md").stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty else "")

@@ -138,7 +138,7 @@ ENTRIES = [
           our_protocol="digits net 64-64-32-10 and a small adjoint model; certified shares "
                        "beside what attacks reach"),
     Entry("architecture", "§5", "architecture.py", result="architecture.json",
-          figures=["architecture.png"],
+          figures=["architecture.png"], reader="architecture",
           paper_protocol="group lasso / input selection / low rank; no published numbers",
           our_protocol="digits and the MNIST subset: accuracy vs states, inputs and rank kept"),
 ]
@@ -274,6 +274,16 @@ def read_paper_certificates(data: dict) -> list[dict]:
     return out
 
 
+def read_architecture(data: dict) -> list[dict]:
+    return [{"row": f"{r['dataset']} · {r['kind']}" + ("" if r["param"] is None else f" {r['param']:g}"),
+             "protocol": "ours, subset" if r["dataset"] == "mnist_5k" else "ours", "paper": None,
+             "metric": f"test accuracy (teacher {r['teacher_accuracy']:.3f}); states, inputs, rank"
+                       + ("; Thm 5.1 bound holds" if "bound_holds" in r else ""),
+             "ours": f"{r['test_accuracy']:.3f}; {r['states']}, {r['inputs']}, {r['rank']}"
+                     + (f"; {r['bound_holds']}" if "bound_holds" in r else "")}
+            for r in data.get("rows", [])]
+
+
 def read_generic(data: dict) -> list[dict]:
     """Rows of a file written by another experiment: `rows` of dicts, keys read defensively."""
     out = []
@@ -295,7 +305,8 @@ def read_generic(data: dict) -> list[dict]:
 
 READERS = {"training": read_training, "table1": read_table1, "sim_sparsity": read_sim_sparsity,
            "certified_curves": read_certified_curves, "robust_tradeoff": read_robust_tradeoff,
-           "paper_certificates": read_paper_certificates, "generic": read_generic}
+           "paper_certificates": read_paper_certificates, "architecture": read_architecture,
+           "generic": read_generic}
 
 
 # ---- the report -----------------------------------------------------------------------------------
