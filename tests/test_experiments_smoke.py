@@ -111,7 +111,7 @@ def test_report_reads_other_experiments_files_defensively(tmp_path):
     (tmp_path / "table1_mnist.json").write_text("{not json")
     text = reproduce.build_report(reproduce.ENTRIES, tmp_path, tmp_path / "R.md", False, {})
     assert "| mnist_adjoint | adjoint | full MNIST | test_accuracy (3 seeds) | 0.976 | 0.980 ± 0.001 |" in text
-    assert "| mnist_adjoint | mlp | ours | test_accuracy | 0.972 | 0.978 |" in text
+    assert "| mnist_adjoint | mlp | ours | as labelled | 0.972 | 0.978 |" in text
     assert "commit `abc`" in text and "wall time 7 s" in text
     assert "not run: `python experiments/attacks_table1.py --dataset mnist --out" in text  # unreadable
     assert "training_regression.json (missing)" in text
