@@ -31,10 +31,10 @@ from implicit_cvx.data import load_dataset
 from implicit_cvx.robust import low_rank_truncation, model_error_bound
 from implicit_cvx.train.sim import fit_sim
 
-HIDDEN = {"digits": (64, 32), "mnist": (64, 32, 16)}
+HIDDEN = {"digits": (64, 32), "mnist_5k": (64, 32, 16)}
 KAPPA, LAM = 0.99, 1e-3
-GROUP_LAMS = {"digits": (1e-3, 1e-2, 3e-2, 1e-1), "mnist": (1e-3, 1e-2, 3e-2)}
-RANKS = {"digits": (1, 2, 4, 8, 16, 32), "mnist": (1, 2, 4, 8, 16, 32)}
+GROUP_LAMS = {"digits": (1e-3, 1e-2, 3e-2, 1e-1), "mnist_5k": (1e-3, 1e-2, 3e-2)}
+RANKS = {"digits": (1, 2, 4, 8, 16, 32), "mnist_5k": (1, 2, 4, 8, 16, 32)}
 QUICK = {"datasets": ("digits",), "group_lams": (1e-2,), "ranks": (2, 8), "train": 400, "test": 150}
 COLUMNS = ["dataset", "kind", "param", "states", "inputs", "rank", "test_accuracy",
            "teacher_accuracy", "max_duality_gap", "state_bound", "state_error", "output_bound",
@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with limit_blas(args.blas_threads):
-        for name in QUICK["datasets"] if args.quick else ("digits", "mnist"):
+        for name in QUICK["datasets"] if args.quick else ("digits", "mnist_5k"):
             rows += run_dataset(name, args.quick)
     write_csv(args.out / f"architecture{suffix}.csv", rows, COLUMNS)
     command = "python experiments/architecture.py" + (" --quick" if args.quick else "")

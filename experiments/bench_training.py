@@ -7,10 +7,10 @@ Smoke run: python experiments/bench_training.py --quick --out /tmp/bench --json 
 
 Problems: §7.1 regression (seed 0, n = 75, κ = 0.5, D free, squared loss) and digits (seed-0
 split, n = 64, D = 0, cross-entropy). No penalties anywhere, so every method minimizes the same
-training loss of the TRUE equilibrium model. The gradient baseline (projected Adam, DESIGN §5) is
-tuned over learning rates {1e-3, 3e-3, 1e-2} with a fixed epoch budget (full batch on §7.1,
-batches of 100 on digits); the target is the best learning rate's final training loss. Each
-method's curve is its per-iteration history (seconds since the start of its fit, the equilibrium
+training loss of the TRUE equilibrium model. The gradient baseline (projected Adam on implicit
+gradients, paper App. G) is tuned over learning rates {1e-3, 3e-3, 1e-2} with a fixed epoch
+budget (full batch on §7.1, batches of 100 on digits); the target is the best learning rate's
+final training loss. Each method's curve is its per-iteration history (seconds since the start of its fit, the equilibrium
 training loss) plus its final model (after the methods' final (C, D) refits); time-to-target is
 the first point at or below the target. One BLAS thread, one process, methods run one after
 another: timings are comparable with each other, not across machines.

@@ -1,4 +1,4 @@
-"""Certified accuracy vs ε (DESIGN §7) for box / interval / lp on two digits models:
+"""Certified accuracy vs ε (paper §4 certificates) for box / interval / lp on two digits models:
 
 - sim: fit_sim (formulation l1, λ = 1e-4, κ = 0.99) on the states of an sklearn MLPClassifier
   64-64-10 teacher;

@@ -10,6 +10,7 @@ import argparse
 import csv
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from threadpoolctl import threadpool_limits
 from implicit_cvx.files import package_versions, write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+_STARTED = time.perf_counter()  # the script's start: provenance() reports the wall time since
 
 
 def make_parser(description: str, *, seeds: int | None = None) -> argparse.ArgumentParser:
@@ -53,9 +56,12 @@ def limit_blas(threads: int = 1):
 
 
 def provenance(argv=None) -> dict:
-    """Command line, date, machine and package versions of a result."""
+    """Command line, commit, wall time of the script so far, date, machine and package versions
+    of a result (what RESULTS.md quotes for every number)."""
     return {
         "argv": list(sys.argv if argv is None else argv),
+        "commit": git_commit(),
+        "wall_seconds": time.perf_counter() - _STARTED,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -63,6 +69,24 @@ def provenance(argv=None) -> dict:
         "load_average_1_5_15min": list(os.getloadavg()),  # a shared machine slows every timing
         "versions": package_versions(),
     }
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the scripts run from, with "+dirty" when tracked files other than the
+    outputs (experiments/results/, experiments/RESULTS.md) differ from it (None outside git)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    ":(exclude)experiments/results", ":(exclude)experiments/RESULTS.md").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def mean_std(values, digits: int = 3) -> str:

@@ -140,11 +140,18 @@ def regression_7_1(seed: int = 0, m: int = 200, m_test: int = 2000) -> Dataset:
     )
 
 
-def synthetic_classification(generator: str, seed: int = 0, m: int = 20, m_test: int = 20) -> Dataset:
+def synthetic_classification(generator: str, seed: int = 0, m: int = 20, m_test: int = 20,
+                             inputs: str = "normal") -> Dataset:
     """§7.2.1: p = 5, two classes, labels from a random 5-5-5-2 ReLU net ('net') or a random
-    implicit model with n = 10 and ‖A‖_∞ < 1 ('implicit'); 20 train / 20 test."""
+    implicit model with n = 10 and ‖A‖_∞ < 1 ('implicit'); 20 train / 20 test. Inputs are
+    N(0, 1) ('normal') or U[−1, 1] ('uniform', the paper's draw)."""
     rng = np.random.default_rng(seed)
-    U = rng.standard_normal((m + m_test, 5))
+    if inputs == "normal":
+        U = rng.standard_normal((m + m_test, 5))
+    elif inputs == "uniform":
+        U = rng.uniform(-1.0, 1.0, (m + m_test, 5))
+    else:
+        raise ValueError(f"inputs must be 'normal' or 'uniform', got {inputs!r}")
     if generator == "net":
         h = U
         for shape in ((5, 5), (5, 5)):

@@ -4,7 +4,7 @@ errors."""
 import numpy as np
 import pytest
 
-from implicit_cvx.data import load_dataset
+from implicit_cvx.data import load_dataset, synthetic_classification
 from implicit_cvx.train.init import random_model
 
 
@@ -49,6 +49,11 @@ def test_regression_7_1_has_fixed_test_set_and_noise_floor():
 def test_synthetic_classification(gen):
     ds = load_dataset(f"synthetic_{gen}", seed=0)
     assert ds.X.shape == (40, 5) and set(np.unique(ds.y)) <= {0, 1}
+    uniform = synthetic_classification(gen, seed=0, inputs="uniform")
+    assert uniform.X.shape == (40, 5) and np.abs(uniform.X).max() <= 1.0
+    assert uniform.X.min() < -0.5 < 0.5 < uniform.X.max()  # spread over the box, not N(0, 1)
+    with pytest.raises(ValueError, match="inputs must be 'normal' or 'uniform', got 'box'"):
+        synthetic_classification(gen, inputs="box")
 
 
 def test_user_files(tmp_path):

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..config import ConfigError
-from . import fit, inspect, robust
+from . import fit, inspect, reproduce, robust
 
 BAD_INPUT = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
              IsADirectoryError, PermissionError)
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"implicit-cvx {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (inspect, fit, robust):
+    for module in (inspect, fit, robust, reproduce):
         module.add_commands(sub, _Formatter)
     for command in sub.choices.values():  # `implicit-cvx fit … --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
