@@ -6,7 +6,7 @@ Models (digits, the configs' split: seed 0, test_size 0.2, 360 test samples):
   sim      `implicit-cvx fit configs/sim_digits.yaml`;
   mlp      a scikit-learn MLPClassifier (64, 32) on pixels/16, converted with `from_sklearn`.
 ε ∈ {0.01, 0.02, 0.05} in pixel units of [0, 1] (pixels/16), inputs clipped to [0, 1] pixels;
-`model_units` converts (the one place to change when models take raw pixels).
+`model_units` converts to each model's input units (fitted models take raw pixels).
 Methods: interval, lp, linear, linear_alpha, exact (certified / falsified / unknown). Attacks:
 PGD with `--restarts` random starts × `--steps` steps, alternating margin and cross-entropy
 losses. Every share is of ALL test samples; clean errors count as falsified (the clean input is
@@ -45,15 +45,17 @@ PIXEL_MAX = 16.0  # digits pixels are integers 0..16
 def model_units(model, X_raw: np.ndarray, eps_pixels01: float):
     """(inputs, radius, domain) in the model's input units for ε in pixel units of [0, 1].
 
-    The models here take pixels/16 (their metadata records that scaling), so inputs are X/16,
-    the radius is ε and the domain [0, 1]. When models carry their input transform and take raw
-    pixels 0..16, this becomes X, 16·ε, (0, 16) — change it here only.
+    Fitted models carry their input transform (pixels/16, metadata "input") and take raw pixels
+    0..16: inputs X, radius 16·ε, domain [0, 16]. The converted MLP was trained on pixels/16 and
+    takes them: inputs X/16, radius ε, domain [0, 1]. Either way the ball is the same set of images.
     """
+    if (model.metadata.get("input") or {}).get("transform") is not None:
+        return X_raw, PIXEL_MAX * eps_pixels01, (0.0, PIXEL_MAX)
     return X_raw / PIXEL_MAX, eps_pixels01, (0.0, 1.0)
 
 
 # ---- models --------------------------------------------------------------------------------------
-def _fit_config(name: str, changes: dict, out: Path) -> ImplicitModel:
+def fit_config(name: str, changes: dict, out: Path) -> ImplicitModel:
     """`implicit-cvx fit` on configs/<name>.yaml with nested `changes` applied; the saved model."""
     cfg = load_yaml(ROOT / "configs" / f"{name}.yaml")
     for section, values in changes.items():
@@ -87,12 +89,12 @@ def build_models(quick: bool, out: Path, ds) -> dict:
     if quick:
         small = {"max_train": 300}
         return {
-            "adjoint": _fit_config("adjoint_digits", {"dataset": small, "model": {"n_states": 16},
+            "adjoint": fit_config("adjoint_digits", {"dataset": small, "model": {"n_states": 16},
                                                        "adjoint": {"max_outer": 3, "batch_size": 128}}, out),
-            "sim": _fit_config("sim_digits", {"dataset": small, "sim": {"teacher_hidden": [16]}}, out),
+            "sim": fit_config("sim_digits", {"dataset": small, "sim": {"teacher_hidden": [16]}}, out),
             "mlp": _mlp(ds, (16,), 200),
         }
-    return {"adjoint": _fit_config("adjoint_digits", {}, out), "sim": _fit_config("sim_digits", {}, out),
+    return {"adjoint": fit_config("adjoint_digits", {}, out), "sim": fit_config("sim_digits", {}, out),
             "mlp": _mlp(ds, (64, 32), 300)}
 
 

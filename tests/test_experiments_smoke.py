@@ -19,6 +19,7 @@ SCRIPTS = {
     "bench_equilibrium": (["--json", "{tmp}/be.json", "--blas-threads", "1"], ["be.json"]),
     "bench_certify": (["--json", "{tmp}/bc.json"], ["bc.json"]),
     "certify_gap": (["--out", "{tmp}"], ["certify_gap_quick.csv", "certify_gap_quick.json", "certify_gap_quick.png"]),
+    "relaxation_barrier": (["--out", "{tmp}"], ["relaxation_barrier_quick.md", "relaxation_barrier_quick.json"]),
     "certified_curves": (["--out", "{tmp}"], ["certified_curves_quick.csv"]),
     "robust_tradeoff": (["--out", "{tmp}"], ["robust_tradeoff_quick.csv"]),
     "attacks_table1": (["--out", "{tmp}"], ["table1_attacks_quick.csv"]),
@@ -72,6 +73,13 @@ def test_quick_mode_runs_and_writes_results(script, tmp_path):
             for method in case["methods"].values():
                 assert method["failed"] == (method["ratio_vs_batched"] is None)
                 assert method["failed"] != ("seconds" in method)
+    if script == "certify_gap":  # inputs in each model's own units: the models classify the digits
+        rows = json.loads((tmp_path / "certify_gap_quick.json").read_text())["rows"]
+        assert all(row["clean_accuracy"] >= 0.7 for row in rows), [row["clean_accuracy"] for row in rows]
+    if script == "relaxation_barrier":  # nested: each method certifies at least what a weaker one does
+        rows = {r["method"]: r["certified"] for r in
+                json.loads((tmp_path / "relaxation_barrier_quick.json").read_text())["rows"] if r["method"] != "exact"}
+        assert rows["interval"] <= rows["linear"] <= rows["lp"] <= rows["lp_tightest"], rows
 
 
 

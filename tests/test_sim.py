@@ -253,3 +253,14 @@ def test_digits_default_config_matches_teacher():
     assert s["teacher_params"] == 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
     assert res.model.metadata["classes"] == list(range(10))
     _check_model(res.model, U, kappa=0.99)
+
+
+def test_path_keeps_the_steps_accepted_without_a_certificate(small):
+    """accept_uncertified: a path point whose rows cannot reach the tolerance says which steps."""
+    teacher, U, Y, *_ = small
+    kw = dict(teacher=teacher, task="regression", kappa=KAPPA, tol=1e-30,
+              accept_uncertified=True)
+    path = sim_path(U, Y, lambdas=[1e-2], **kw)
+    single = fit_sim(U, Y, lam=1e-2, **kw)
+    assert path[0].history[0]["uncertified"] == single.history[0]["uncertified"]
+    assert path[0].history[0]["uncertified"]  # non-empty: the steps are listed

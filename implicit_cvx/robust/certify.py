@@ -777,7 +777,7 @@ def certify(model, U, y, eps_list, method: str = "linear", domain=None, solver: 
         if not idx.size:
             break
         sel = rows[idx]
-        pre = "linear" if method == "exact" else method
+        pre = "lp" if method == "exact" else method  # exact starts from lp: never below it, fewer MILPs
         boxes = (per_eps[k].rows(idx) if per_eps is not None
                  else _boxes_per_eps(model, U[sel], [radii[k]], method, domain, X[sel],
                                      None if r is None else r[sel])[0])

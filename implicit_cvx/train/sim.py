@@ -597,16 +597,23 @@ class SimMethod(FitMethod):
     def step(self, state: SimState) -> Step:
         with self._cluster:  # closed when the one step ends
             result = _complete(self._run, _fit_ab(self._run))[0]
-        record = {"stages": result.history, "uncertified": result.summary.pop("uncertified")}
-        if not record["uncertified"]:
-            record.pop("uncertified")
-        return Step(SimState(result.model, state.rng, result.summary, result.history), record, True)
+        return Step(SimState(result.model, state.rng, result.summary, result.history), _record(result), True)
 
     def finish(self, state: SimState, model) -> FitResult:
         return FitResult(state.model, [], dict(state.summary))
 
 
 fit_sim = fit_function(SimMethod)
+
+
+def _record(result) -> dict:
+    """The history record of one SIM fit: its stages, and the steps accepted without a
+    certificate (`accept_uncertified`) if any — moved out of the summary."""
+    record = {"stages": result.history}
+    uncertified = result.summary.pop("uncertified")
+    if uncertified:
+        record["uncertified"] = uncertified
+    return record
 
 
 def sim_path(U, Y=None, *, task, lambdas, seed=None, **options) -> list[FitResult]:
@@ -630,8 +637,6 @@ def sim_path(U, Y=None, *, task, lambdas, seed=None, **options) -> list[FitResul
         for lam, sol_ab in zip(lambdas, sols, strict=True):
             ab = _ABFit(sol_ab, np.zeros(0, dtype=int), _stage("A,B", sol_ab))
             result, sol_cd = _complete(run, ab, float(lam), warm)
-            result.summary.pop("uncertified")
-            results.append(FitResult(result.model, [{"iteration": 0, "stages": result.history}],
-                                     result.summary))
+            results.append(FitResult(result.model, [{"iteration": 0, **_record(result)}], result.summary))
             warm = sol_cd.W
     return results
