@@ -16,8 +16,8 @@ LP over the tightened boxes does.
 
 Model and data: the README's model (`implicit-cvx fit configs/adjoint_digits.yaml`: n = 64,
 κ = 0.95, dense cyclic A), digits test split (360 samples), ε = 0.05 of the pixel range (0.8
-pixel units; balls clipped to [0, 16]). `exact` is the MILP, stopped after each time limit per
-margin program (TIME_LIMITS; the last is the default, 60 s, and decides every sample).
+pixel units; balls clipped to [0, 16]). `exact` is lp, then the MILP on the margins lp leaves,
+stopped after each time limit per sample (TIME_LIMITS; the last, 60 s, decides every sample).
 
 Full run (about 15 minutes on the shared 2-core machine):
     python experiments/relaxation_barrier.py
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                          f"≤ {max([u for u in used if u], default=0)}"})
     print(rows[-1], flush=True)
     for limit in TIME_LIMITS[:: 3 if quick else 1]:
-        run("exact", note=f"time limit {limit:g} s per margin program", time_limit=limit)
+        run("exact", note=f"time limit {limit:g} s per sample", time_limit=limit)
     stem = "relaxation_barrier_quick" if quick else "relaxation_barrier"
     settings = {"samples": len(y), "eps_pixel_range": EPS, "radius_model_units": radius,
                 "domain": list(domain), "n_states": model.n_states, "pixel_max": PIXEL_MAX}
