@@ -371,11 +371,10 @@ def _adaptive_step(g, tol, memory, cost):
 
     Picard steps cost no measuring but at checks (step _TIMED + 1, then doubling intervals):
     there the time of the last _TIMED steps gives Picard's step time t_P, and the contraction
-    over them its steps still to go, at least (early steps contract fastest). If that predicts
-    _MIN_SECONDS or more of Picard, Anderson and Picard race on _SAMPLE rows no earlier race
-    advanced (`_race`; all races together take at most _RACE_SHARE of Picard's predicted time
-    left). If Anderson wins, it runs for the rest of the solve, the sample rows from their race
-    iterates; else Picard goes on. Anderson's memory and safeguards are its own: a step it
+    over them its time still to go, at least (early steps contract fastest). If that is
+    _MIN_SECONDS or more, and races so far took less than _RACE_SHARE of it, Anderson and
+    Picard race on _SAMPLE rows no earlier race advanced (`_race`). If Anderson wins, it runs
+    for the rest of the solve, the sample rows from their race iterates; else Picard goes on. Anderson's memory and safeguards are its own: a step it
     rejects for a sample (an ill-conditioned mixing, a residual jump, a stall) is a Picard step
     for that sample."""
     anderson = _anderson_step(memory)
@@ -395,7 +394,8 @@ def _adaptive_step(g, tol, memory, cost):
         run["check"] *= 2
         now = time.perf_counter()
         t_p, r1 = (now - run["clock"]) / _TIMED, float(r.max(initial=0.0))
-        if _steps_left(run["r0"], r1, tol, _TIMED) * t_p < _MIN_SECONDS:
+        seconds = _steps_left(run["r0"], r1, tol, _TIMED) * t_p
+        if seconds < max(_MIN_SECONDS, run["spent"] / _RACE_SHARE):
             return Ga
         stride = max(1, len(Xa) // _SAMPLE)
         pos = np.arange(0, len(Xa), stride)[:_SAMPLE] + run["races"] % stride
