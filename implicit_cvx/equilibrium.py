@@ -425,10 +425,12 @@ def _race(g, X, tol, r, cost, memory, t_p, spent) -> tuple[bool, KernelRun]:
     contraction that only slows: early steps contract faster). Anderson is tried only if it
     could pay, left > cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard,
     `anderson_cost`; memory + 2: the steps Anderson needs to build its history), for at most
-    _RACE_SHARE·left·t_P seconds less those `spent` by earlier races. Its steps to tol, n_A,
-    are its steps to half-way plus the rest at its last contraction, at most as many again (it
-    accelerates). It pays if cost·n_A < left, else if Picard does not reach half-way within
-    cost·n_A / 2 steps (twice that to tol: a linear rate). Out of time, Picard stays."""
+    _RACE_SHARE·left·t_P seconds less those `spent` by earlier races, and for at most
+    4·left / cost steps (beyond, it could not pay even if Picard were four times slower than
+    predicted). Its steps to tol, n_A, are its steps to half-way plus the rest at its last
+    contraction, at most as many again (it accelerates). It pays if cost·n_A < left, else if
+    Picard does not reach half-way within cost·n_A / 2 steps (twice that to tol: a linear
+    rate). Out of time, Picard stays."""
     start = time.perf_counter()
     half = np.sqrt(tol * max(r, tol))
     probe = _iterate(g, X, half, _PROBE, _picard_step)
@@ -682,8 +684,8 @@ SOLVERS = {"picard": picard, "anderson": anderson, "adaptive": adaptive, "struct
 
 def choose_method(A, structure: BlockStructure) -> str:
     """The "auto" rule: "structured" unless A is one single cyclic block (then the sweep has
-    nothing to exploit); for one block, "adaptive" (Picard, switching to Anderson when the
-    measured contraction and step times say it pays)."""
+    nothing to exploit); for one block, "adaptive" (Picard, switching to Anderson when a race
+    on a sample of rows says it pays)."""
     if structure.n_components == 1 and structure.cyclic[0] and structure.components[0].size > 1:
         return "adaptive"
     return "structured"  # a lone self-loop too: solved in closed form there (Remark 2.5)

@@ -179,3 +179,18 @@ def test_anderson_cost_model():
                                             format="csr"))
     assert 1.0 < dense_big < 1.5 < sparse_big < dense_small
     assert eq.anderson_cost(np.eye(50), memory=10) > eq.anderson_cost(np.eye(50), memory=5)
+
+
+def test_a_race_past_its_deadline_stops_unconverged():
+    """The kernels' loop honours a deadline (races are bounded in time): past it, one
+    evaluation and an unconverged run whose rows are evaluated points."""
+    rng = np.random.default_rng(7)
+    A = slow_block(rng, 20, 0.99)
+    K = rng.standard_normal((40, 20))
+
+    def g(X, rows):
+        return np.maximum(X @ A.T + K[rows], 0.0)
+
+    run = eq._iterate(g, np.zeros_like(K), 1e-10, 100, eq._anderson_step(5), deadline=0.0)
+    assert run.iterations == 1 and not run.converged
+    np.testing.assert_array_equal(run.G, g(run.X, slice(None)))
