@@ -374,9 +374,9 @@ def _adaptive_step(g, tol, memory, cost):
     over them its time still to go, at least (early steps contract fastest). If that is
     _MIN_SECONDS or more, and races so far took less than _RACE_SHARE of it, Anderson and
     Picard race on _SAMPLE rows no earlier race advanced (`_race`). If Anderson wins, it runs
-    for the rest of the solve, the sample rows from their race iterates; else Picard goes on. Anderson's memory and safeguards are its own: a step it
-    rejects for a sample (an ill-conditioned mixing, a residual jump, a stall) is a Picard step
-    for that sample."""
+    for the rest of the solve, the sample rows from their race iterates; else Picard goes on.
+    Anderson's memory and safeguards are its own: a step it rejects for a sample (an
+    ill-conditioned mixing, a residual jump, a stall) is a Picard step for that sample."""
     anderson = _anderson_step(memory)
     kept = []
     run = {"steps": 0, "check": _TIMED + 1, "anderson": False, "races": 0, "spent": 0.0}
