@@ -36,10 +36,10 @@ _RESTART_FACTOR = 2.0
 _PROGRESS = 0.9
 _PATIENCE = 20
 _CHUNK_BYTES = 256 * 2**20  # Anderson history budget; larger batches are solved in row chunks
-# "adaptive": Picard steps of the first segment, rows Anderson's steps are counted on, Anderson
-# steps timed on the other rows, and tries on the sample.
-_PROBE, _SAMPLE, _TIMED, _TRIALS = 5, 32, 3, 3
-_MIN_SECONDS = 0.01  # Picard's predicted time left below which Anderson is chosen by the model
+# "adaptive": Picard steps of a race's probe, rows of its sample, and steps timed before a check.
+_PROBE, _SAMPLE, _TIMED = 5, 32, 1
+_MIN_SECONDS = 0.02  # Picard's predicted time left below which no race is run (Picard goes on)
+_RACE_SHARE = 0.05  # the share of Picard's predicted time left all races together may take
 _TINY = 100_000  # m·(nnz(A) + n) below which "adaptive" defers to `choose_kernel`
 _COST_P0, _COST_PN, _COST_SPARSE, _COST_A0, _COST_AN = 255.0, 72.0, 6.1, 3340.0, 345.0
 
@@ -179,15 +179,17 @@ class KernelRun(NamedTuple):
     iterations: int
     residual: float
     G: np.ndarray | None = None  # g(X): the next Picard iterate, already computed
+    anderson_from: int | None = None  # "adaptive": the step Anderson took over at (None: never)
 
 
 def _rows(active: np.ndarray):
     return _index(active) if active.size else active
 
 
-def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
+def _iterate(g, X0, tol, max_iter, step, deadline: float | None = None) -> KernelRun:
     """Shared loop of the fixed-point kernels: evaluate g on the unconverged rows, freeze rows
-    whose max residual is ≤ tol, let `step` propose the next iterate.
+    whose max residual is ≤ tol, let `step` propose the next iterate; stop unconverged after
+    max_iter evaluations or once time.perf_counter() passes `deadline`.
 
     Every returned row is a point whose residual was evaluated, so `residual` is exact. Frozen
     rows leave the work arrays once ≥ 5% of the active rows are done.
@@ -202,7 +204,8 @@ def _iterate(g, X0, tol, max_iter, step) -> KernelRun:
         r = np.abs(F).max(axis=1, initial=0.0)
         trace.append(float(r.max(initial=0.0)))
         done = r <= tol
-        if done.all() or it == max_iter - 1:
+        late = deadline is not None and time.perf_counter() > deadline
+        if done.all() or it == max_iter - 1 or late:
             X[active], GX[active] = Xa, Ga
             return KernelRun(X, trace, bool(done.all()), it + 1, max(frozen, trace[-1]), GX)
         if 20 * done.sum() >= active.size:
@@ -347,94 +350,133 @@ def _merge(X, runs) -> KernelRun:
 
 def _adaptive(g, X0, tol, max_iter, memory, cost=None) -> KernelRun:
     """Picard, or Anderson where measured to pay (`_adaptive_step`), in one fixed-point loop per
-    row chunk; the steps of the sample trials count in the iterations."""
-    trials = []
+    row chunk; the steps the sample rows took in a race they kept count in the iterations, and
+    `anderson_from` is the first step at which Anderson took over in a chunk."""
+    races = []
 
     def make_step(g_rows):
-        step, chunk_trials = _adaptive_step(g_rows, tol, memory, 1.0 if cost is None else cost)
-        trials.append(chunk_trials)
+        step, chunk_races = _adaptive_step(g_rows, tol, memory, 1.0 if cost is None else cost)
+        races.append(chunk_races)
         return step
 
     run = _chunked(g, X0, tol, max_iter, make_step, memory)
-    ends = [start + t.iterations for chunk in trials for start, t in chunk]
-    return run._replace(iterations=max([run.iterations] + ends))
+    races = [race for chunk in races for race in chunk]
+    return run._replace(iterations=max([run.iterations] + [k + steps for k, steps, _ in races]),
+                        anderson_from=min((k for k, _, won in races if won), default=None))
 
 
 def _adaptive_step(g, tol, memory, cost):
-    """The step of `_adaptive` on the map g, and the list of its sample trials (step, run).
+    """The step of `_adaptive` on the map g, and the list (step, steps, Anderson won) of its
+    races, whose sample rows are kept.
 
-    Picard steps are timed, and their contraction — the last two steps' rate, re-estimated at
-    step _PROBE + 1, then at doubling intervals, since early steps contract faster — predicts
-    Picard's steps still to go, picard_left. Anderson is considered once it could pay at all:
-    picard_left > cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard,
-    `anderson_cost`; memory + 2: the steps Anderson needs to build its history). If Picard's
-    predicted time left is below _MIN_SECONDS, or the rows too few to sample, there is nothing
-    worth measuring and Anderson takes over at once. Otherwise its steps n_A are estimated on
-    _SAMPLE of the rows: its steps to half of the way to tol (in log), then the rest at its last
-    contraction but at most as many again, Anderson accelerating (at most _TRIALS tries, each on
-    rows no earlier one advanced). If n_A·cost < picard_left, Anderson takes over for _TIMED
-    steps that measure its step time t_A and stays if n_A·t_A < picard_left·t_P; else Picard
-    resumes, and Anderson returns at a later check if the inequality then holds. Anderson's
-    memory and safeguards are its own: a step it rejects for a sample (an ill-conditioned
-    mixing, a residual jump, a stall) is a Picard step for that sample."""
+    Picard steps cost no measuring but at checks (step _TIMED + 1, then doubling intervals):
+    there the time of the last _TIMED steps gives Picard's step time t_P, and the contraction
+    over them its time still to go, at least (early steps contract fastest). If that is
+    _MIN_SECONDS or more, and races so far took less than _RACE_SHARE of it, Anderson and
+    Picard race on _SAMPLE rows no earlier race advanced (`_race`). If Anderson wins, it runs
+    for the rest of the solve, the sample rows from their race iterates; else Picard goes on.
+    Anderson's memory and safeguards are its own: a step it rejects for a sample (an
+    ill-conditioned mixing, a residual jump, a stall) is a Picard step for that sample."""
     anderson = _anderson_step(memory)
-    trials = []
-    run = {"mode": "picard", "marks": [], "check": _PROBE + 1, "n_a": np.inf, "t_a": None}
-
-    def resume_picard(s):
-        for key in [k for k in s if k != "rows"]:
-            del s[key]  # Anderson restarts from an empty history
-        run.update(mode="picard", marks=[], check=_PROBE + 1)
+    kept = []
+    run = {"steps": 0, "check": _TIMED + 1, "anderson": False, "races": 0, "spent": 0.0}
 
     def step(Xa, Ga, F, r, s):
+        if run["anderson"]:
+            return anderson(Xa, Ga, F, r, s)
+        run["steps"] = k = run["steps"] + 1
+        if k == 1:
+            s["rows"] = np.arange(len(Xa))  # the active rows (filtered as rows freeze)
+        if k == run["check"] - _TIMED:
+            run["clock"], run["r0"] = time.perf_counter(), float(r.max(initial=0.0))
+        if k < run["check"]:
+            return Ga
+        run["check"] *= 2
         now = time.perf_counter()
-        s.setdefault("rows", np.arange(len(Xa)))  # the active rows (filtered as rows freeze)
-        marks = run["marks"]
-        marks.append((now, float(r.max(initial=0.0))))
-        if run["mode"] == "anderson":
-            if run["t_a"] is None and len(marks) == _TIMED + 2:
-                run["t_a"] = (now - marks[1][0]) / _TIMED
-                if run["n_a"] * run["t_a"] >= run["left"] * run["t_p"]:
-                    resume_picard(s)
-                    return Ga
-            return anderson(Xa, Ga, F, r, s)
-        if len(marks) < run["check"]:
+        t_p, r1 = (now - run["clock"]) / _TIMED, float(r.max(initial=0.0))
+        seconds = _steps_left(run["r0"], r1, tol, _TIMED) * t_p
+        if seconds < max(_MIN_SECONDS, run["spent"] / _RACE_SHARE):
             return Ga
-        window = min(len(marks) - 1, run["check"] // 2 + 1)
-        run["t_p"] = (now - marks[-1 - window][0]) / window
-        run["left"] = left = _steps_left([m for _, m in marks], tol)
-        run["check"] = 2 * run["check"]
-        if left <= cost * (memory + 2):
-            return Ga
-        if left * run["t_p"] < _MIN_SECONDS or len(Xa) < 2 * _SAMPLE:  # by the model alone
-            run.update(mode="anderson", marks=[], t_a=0.0)
-            return anderson(Xa, Ga, F, r, s)
-        if run["n_a"] == np.inf and len(trials) < _TRIALS:
-            stride = len(Xa) // _SAMPLE  # each try on rows no earlier try has advanced
-            pos = np.arange(_SAMPLE) * stride + len(trials) % stride
-            rows = s["rows"][pos]
-            half = np.sqrt(tol * max(marks[-1][1], tol))  # half of the way to tol, in log
-            trial = _iterate(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], half, int(left / cost),
-                             _anderson_step(memory))
-            trials.append((len(marks), trial))
+        stride = max(1, len(Xa) // _SAMPLE)
+        pos = np.arange(0, len(Xa), stride)[:_SAMPLE] + run["races"] % stride
+        rows = s["rows"][pos]
+        wins, race = _race(lambda Xr, rr: g(Xr, rows[rr]), Ga[pos], tol, r1, cost, memory,
+                           t_p, run["spent"])
+        run["races"] += 1
+        run["spent"] += time.perf_counter() - now
+        kept.append((k, race.iterations, wins))
+        if not wins:
             Ga = Ga.copy()
-            Ga[pos] = trial.X
-            k = trial.iterations  # to half-way; the rest at its last contraction, at most k more
-            rest = min(k, _steps_left(trial.trace, tol)) if k >= 3 else k
-            run["n_a"] = k + rest if trial.converged else np.inf
-        cheap = run["t_a"] is None and run["n_a"] * cost < left
-        if cheap or (run["t_a"] is not None and run["n_a"] * run["t_a"] < left * run["t_p"]):
-            run.update(mode="anderson", marks=[(now, marks[-1][1])])
-            return anderson(Xa, Ga, F, r, s)
-        return Ga
+            Ga[pos] = race.X
+            return Ga
+        run["anderson"] = True
+        X_next = anderson(Xa, Ga, F, r, s).copy()  # its history starts at (Xa, Ga), evaluated
+        X_next[pos] = race.X
+        return X_next
 
-    return step, trials
+    return step, kept
 
 
-def _steps_left(trace, tol) -> float:
-    """Picard steps from trace[-1] down to tol at the contraction of the last two steps."""
-    r0, r1 = trace[-3], trace[-1]
-    rate = np.sqrt(r1 / r0) if r0 > 0 else 0.0
+def _race(g, X, tol, r, cost, memory, t_p, spent) -> tuple[bool, KernelRun]:
+    """Anderson against Picard on sample rows, both from X (batch residual r) to half of the way
+    to tol (in log): whether Anderson pays, and the run of the rows to keep.
+
+    _PROBE Picard steps predict Picard's steps to tol, `left`, at their last contraction (a
+    contraction that only slows: early steps contract faster). Anderson is tried only if it
+    could pay, left > cost·(memory + 2) (`cost`: the predicted step-time ratio Anderson/Picard,
+    `anderson_cost`; memory + 2: the steps Anderson needs to build its history), for at most
+    _RACE_SHARE·left·t_P seconds less those `spent` by earlier races, and for at most
+    4·left / cost steps (beyond, it could not pay even if Picard were four times slower than
+    predicted). Its steps to tol, n_A, are its steps to half-way plus the rest at its last
+    contraction, at most as many again (it accelerates). It pays if cost·n_A < left, else if
+    Picard does not reach half-way within cost·n_A / 2 steps (twice that to tol: a linear
+    rate). Out of time, Picard stays."""
+    start = time.perf_counter()
+    half = np.sqrt(tol * max(r, tol))
+    probe = _iterate(g, X, half, _PROBE, _picard_step)
+    if probe.converged:
+        return False, probe
+    left = _PROBE + _steps_left(probe.trace[-3], probe.trace[-1], tol)
+    deadline = start + _RACE_SHARE * left * t_p - spent
+    if not cost * (memory + 2) < left < np.inf or deadline <= start:
+        return False, probe
+    trial = _iterate(g, X, half, int(4 * left / cost) + memory + 2, _anderson_step(memory),
+                     deadline)
+    if not trial.converged:
+        return False, probe
+    k = trial.iterations
+    rest = _steps_left(trial.trace[-3], trial.trace[-1], tol) if k >= 3 else k
+    n_a = k + min(k, max(rest, 0.0))
+    if cost * n_a < left:
+        return True, trial
+    picard = _picard_within(g, probe.G, half, int(cost * n_a / 2) - _PROBE, deadline)
+    if picard is None:
+        return True, trial
+    return False, picard._replace(iterations=_PROBE + picard.iterations)
+
+
+def _picard_within(g, X, target, steps, deadline) -> KernelRun | None:
+    """Picard's run from X to `target` if it gets there within `steps` steps, else None. It runs
+    _PROBE steps at a time and gives up as soon as its last contraction predicts more steps
+    (its contraction slows: early steps contract faster); a run cut by the deadline comes back
+    unconverged."""
+    done = 0
+    while done < steps:
+        size = min(_PROBE, steps - done)
+        run = _iterate(g, X, target, size, _picard_step, deadline)
+        done += run.iterations
+        if run.converged or run.iterations < size:  # there, or out of time
+            return run._replace(iterations=done)
+        if size >= 3 and done + _steps_left(run.trace[-3], run.trace[-1], target) > steps:
+            return None
+        X = run.G
+    return None
+
+
+def _steps_left(r0, r1, tol, apart: int = 2) -> float:
+    """Picard steps from residual r1 down to tol at the contraction since r0, `apart` steps
+    earlier."""
+    rate = (r1 / r0) ** (1 / apart) if r0 > 0 else 0.0
     return np.log(tol / r1) / np.log(rate) if 0 < rate < 1 else np.inf
 
 
@@ -642,8 +684,8 @@ SOLVERS = {"picard": picard, "anderson": anderson, "adaptive": adaptive, "struct
 
 def choose_method(A, structure: BlockStructure) -> str:
     """The "auto" rule: "structured" unless A is one single cyclic block (then the sweep has
-    nothing to exploit); for one block, "adaptive" (Picard, switching to Anderson when the
-    measured contraction and step times say it pays)."""
+    nothing to exploit); for one block, "adaptive" (Picard, switching to Anderson when a race
+    on a sample of rows says it pays)."""
     if structure.n_components == 1 and structure.cyclic[0] and structure.components[0].size > 1:
         return "adaptive"
     return "structured"  # a lone self-loop too: solved in closed form there (Remark 2.5)
