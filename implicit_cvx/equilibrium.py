@@ -643,11 +643,12 @@ def _solve_selfloops(A, st: _Step, Ks: np.ndarray) -> tuple[np.ndarray, float, b
     return X, float(np.max(np.where(np.isnan(R), np.inf, R), initial=0.0)), ok
 
 
-def structured(A, K, phi, X0, tol, max_iter):
+def structured(A, K, phi, X0, tol, max_iter, timed: bool = True):
     """One sweep over A's components in topological order (Thm 2.8/2.9): each acyclic level is
     one matrix product on the states it reads; scalar self-loops x_i = φ(a_i x_i + c_i) are
     solved in closed form (Remark 2.5); each other cyclic component is iterated alone by the
-    "adaptive" kernel (Picard, or Anderson where measured to pay) with earlier states fixed.
+    "adaptive" kernel (Picard, or Anderson where measured to pay) with earlier states fixed —
+    or, with timed=False, by the kernel of the worst-case rate rule (`choose_kernel`).
 
     Exact in one pass for feed-forward A. `iterations` counts the sweep plus the inner
     iterations; the trace concatenates the inner traces; the residual is the largest final
@@ -668,7 +669,7 @@ def structured(A, K, phi, X0, tol, max_iter):
             residual, converged = max(residual, r), converged and ok
             continue
         block = sub_block(A, st.states, st.states)
-        kind, cost = _kernel_for(block, Ks.shape[0])
+        kind, cost = _kernel_for(block, Ks.shape[0]) if timed else (choose_kernel(block), None)
         run = run_kernel(kind, _affine_map(block, Ks, st.phi), X[:, st.states], tol, max_iter,
                          cost=cost)
         X[:, st.states] = run.X
@@ -679,7 +680,18 @@ def structured(A, K, phi, X0, tol, max_iter):
     return X, EquilibriumInfo("structured", iterations, residual, converged, trace or [residual])
 
 
-SOLVERS = {"picard": picard, "anderson": anderson, "adaptive": adaptive, "structured": structured}
+def reproducible(A, K, phi, X0, tol, max_iter):
+    """"auto" without timing: the structured sweep (or, for one cyclic block, its kernel) with
+    every cyclic block's kernel chosen by the worst-case rate rule (`choose_kernel`). The same
+    inputs give the same iterates on every run, which fits need (a resumed or a cluster fit
+    equals the uninterrupted serial one bit for bit); "adaptive" chooses by measured time."""
+    if choose_method(A, sweep_plan(A, phi)[0]) == "adaptive":
+        return SOLVERS[choose_kernel(A)](A, K, phi, X0, tol, max_iter)
+    return structured(A, K, phi, X0, tol, max_iter, timed=False)
+
+
+SOLVERS = {"picard": picard, "anderson": anderson, "adaptive": adaptive, "structured": structured,
+           "reproducible": reproducible}
 
 
 def choose_method(A, structure: BlockStructure) -> str:
@@ -769,10 +781,11 @@ def solve_equilibrium(
         The model; it validates U.
     U : array_like, shape (m, p)
         Inputs, one row per sample.
-    method : {"auto", "picard", "anderson", "adaptive", "structured"}, default="auto"
+    method : {"auto", "picard", "anderson", "adaptive", "structured", "reproducible"}, default="auto"
         "auto" (see `choose_method`), Picard iteration, Anderson acceleration, "adaptive"
-        (Picard, Anderson where measured to pay), or "structured" (block by block in
-        topological order).
+        (Picard, Anderson where measured to pay), "structured" (block by block in
+        topological order), or "reproducible" ("auto" with kernels chosen without timing: the
+        same iterates on every run; the fitting methods use it).
     tol : float, default=1e-10
         Tolerance on the max abs residual.
     max_iter : int, default=10000

@@ -328,7 +328,7 @@ def test_bad_options_are_refused():
         solve_equilibrium(model, U, max_iter=0)
     with pytest.raises(ValueError, match=r"expected \(m, 3\)"):
         solve_equilibrium(model, np.zeros((4, 2)))
-    assert set(SOLVERS) == {"picard", "anderson", "adaptive", "structured"}
+    assert set(SOLVERS) == {"picard", "anderson", "adaptive", "structured", "reproducible"}
 
 
 @settings(deadline=None, derandomize=True, max_examples=15)

@@ -194,3 +194,45 @@ def test_a_race_past_its_deadline_stops_unconverged():
     run = eq._iterate(g, np.zeros_like(K), 1e-10, 100, eq._anderson_step(5), deadline=0.0)
     assert run.iterations == 1 and not run.converged
     np.testing.assert_array_equal(run.G, g(run.X, slice(None)))
+
+
+def _no_timed_kernel(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the timed (adaptive) kernel ran")
+
+    monkeypatch.setattr(eq, "_adaptive", refuse)
+
+
+@pytest.mark.parametrize("shape", ["one block", "blocks"])
+def test_reproducible_never_times_and_matches_picard(monkeypatch, shape):
+    """method="reproducible" chooses kernels by the worst-case rate rule only, so it runs with
+    the timed kernel removed, and it reaches Picard's fixed point."""
+    rng = np.random.default_rng(3)
+    A = slow_block(rng, 300, 0.99)
+    if shape == "blocks":  # a feed-forward layer in front of the cyclic block: the sweep runs
+        A = np.block([[A, 0.01 * np.abs(rng.standard_normal((300, 40)))], [np.zeros((40, 340))]])
+    model = model_with(A, rng)
+    U = rng.standard_normal((400, 5))
+    ref, _ = solve_equilibrium(model, U, method="picard", tol=1e-12, max_iter=20_000)
+    _no_timed_kernel(monkeypatch)
+    with pytest.raises(AssertionError, match="timed"):
+        solve_equilibrium(model, U, method="auto", tol=1e-12)  # the test's premise
+    X, info = solve_equilibrium(model, U, method="reproducible", tol=1e-12)
+    X2, _ = solve_equilibrium(model, U, method="reproducible", tol=1e-12)
+    assert info.converged and naive_residual(model, U, X) <= 1e-12 * 1.01
+    assert np.array_equal(X, X2)
+    assert np.abs(X - ref).max() <= 2e-12 / (1 - 0.99) * 1.01
+
+
+def test_fits_use_the_reproducible_solver(monkeypatch):
+    """Fits must repeat bit for bit (resume, cluster vs serial), so they never call the timed
+    kernel: here it is removed and a fit on a large cyclic model still runs."""
+    from implicit_cvx.train.adjoint import fit_adjoint
+
+    _no_timed_kernel(monkeypatch)
+    rng = np.random.default_rng(0)
+    U = rng.random((600, 8))
+    y = (U[:, 0] + U[:, 1] > 1).astype(int)
+    result = fit_adjoint(U, y, task="classification", loss="cross_entropy", n_states=200, kappa=0.95,
+                         max_outer=2, seed=0)
+    assert result.model.n_states == 200

@@ -119,7 +119,7 @@ class AdjointState:
 def _equilibrium_part(item, model: ImplicitModel):
     """The equilibrium of `model` on a partition, warm-started at its previous states (if any)."""
     (U, _), X0 = item
-    return model.equilibrium(U, X0=X0, tol=EQ_TOL)
+    return model.equilibrium(U, method="reproducible", X0=X0, tol=EQ_TOL)
 
 
 def _record_part(item, model: ImplicitModel, loss: str, task: str):
@@ -367,7 +367,7 @@ class AdjointMethod(AlternatingMethod):
         got = self._cluster.map(take_rows, [(*it, loc) for it, loc in zip(w.items(), local, strict=True)])
         U, Y, X = (np.concatenate([g[i] for g in got]) for i in range(3))
         if state.fresh is False:
-            X = state.model.equilibrium(U, X0=X, tol=EQ_TOL)
+            X = state.model.equilibrium(U, method="reproducible", X0=X, tol=EQ_TOL)
         return _Work(Samples(Cluster("memory"), [(U, Y)], [len(U)]), [X])
 
     def step(self, state: AdjointState) -> Step:

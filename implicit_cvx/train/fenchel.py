@@ -206,7 +206,7 @@ class FenchelMethod(AlternatingMethod):
             raise ValueError(
                 f"method 'fenchel' needs ReLU states (its Fenchel divergence is ReLU's), got "
                 f"activation {model.activation.to_json()}; use method 'adjoint' or 'gradient'")
-        X = model.equilibrium(d.U, tol=EQ_TOL)
+        X = model.equilibrium(d.U, method="reproducible", tol=EQ_TOL)
         return FenchelState(model, rng, X, X.copy(), model, np.inf, 0)
 
     def _J(self, model, X, lam) -> float:
@@ -254,7 +254,7 @@ class FenchelMethod(AlternatingMethod):
         unanchored refit overfits (|C| in the hundreds on §7.1) and is slow on separable data."""
         d, o = self.data, self.opts
         best = state.best if model is state.model else model
-        X = best.equilibrium(d.U, tol=EQ_TOL)
+        X = best.equilibrium(d.U, method="reproducible", tol=EQ_TOL)
         before = evaluate_at(best, X, d.U, d.Y, d.task, d.loss, self.penalties)
         refit, cd = self._output_step(best, X)
         after = evaluate_at(refit, X, d.U, d.Y, d.task, d.loss, self.penalties)

@@ -27,7 +27,7 @@ WEIGHTS = ("A", "B", "C", "D")
 
 def implicit_gradients(model, U, Y, loss, lam_l2=0.0, *, X0=None, tol=1e-10):
     """(∂/∂θ of mean loss + λ2 Σ‖W‖², the batch equilibrium X): the §5 implicit gradient."""
-    X = model.equilibrium(U, X0=X0, tol=tol)
+    X = model.equilibrium(U, method="reproducible", X0=X0, tol=tol)
     grads = loss_gradients(model, U, X, loss_grad(loss, model.output(X, U), Y))
     if lam_l2:
         for k in WEIGHTS:

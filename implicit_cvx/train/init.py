@@ -67,7 +67,7 @@ def spread_biases(model: ImplicitModel, U, seed=0) -> ImplicitModel:
     A, B = _dense(model.A), _dense(model.B)
     quantiles = rng.uniform(0.2, 0.8, model.n_states)
     for _ in range(SPREAD_PASSES):
-        Z = model.equilibrium(U) @ A.T + U @ B.T  # pre-activations without the bias
+        Z = model.equilibrium(U, method="reproducible") @ A.T + U @ B.T  # pre-activations without the bias
         b_x = -np.array([np.quantile(Z[:, i], q) for i, q in enumerate(quantiles)])  # n ≤ 10³ calls
         model = model.with_weights(b_x=b_x)
     return model

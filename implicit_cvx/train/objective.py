@@ -154,7 +154,7 @@ def prepare_data(U, Y, task: str, loss: str | None, U_val=None, Y_val=None):
 
 def evaluate(model, U, Y, task, loss, penalties=(0.0, 0.0), *, X0=None, tol=1e-10, prefix="train"):
     """Record of the TRUE equilibrium model on (U, Y): objective, loss, metrics, residual; and X."""
-    X, info = model.equilibrium(U, return_info=True, X0=X0, tol=tol)
+    X, info = model.equilibrium(U, method="reproducible", return_info=True, X0=X0, tol=tol)
     return _record(model, X, U, Y, task, loss, penalties, info.residual, prefix), X
 
 

@@ -496,7 +496,7 @@ def _equilibrium(model: ImplicitModel, U, kappa: float):
     """The default solver; if it fails, Picard, which contracts at rate ≤ ‖A‖_∞ ≤ κ < 1 and so
     reaches the tolerance within log(tol / scale) / log κ steps."""
     try:
-        return model.equilibrium(U, return_info=True)
+        return model.equilibrium(U, method="reproducible", return_info=True)
     except EquilibriumError as exc:
         warnings.warn(f"SIM: {exc}; falling back to Picard iteration", RuntimeWarning,
                       stacklevel=2)

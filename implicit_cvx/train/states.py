@@ -103,7 +103,7 @@ def partition_states(model: ImplicitModel, U) -> TeacherStates:
     """(Z, X, Ŷ) of a feed-forward teacher `model` (as from teacher_model, already rescaled) on
     the rows U: the per-partition part of teacher_states."""
     U = model.check_inputs(U)
-    X_eq = model.equilibrium(U)
+    X_eq = model.equilibrium(U, method="reproducible")
     Z = X_eq @ model.A.T + U @ model.B.T + model.b_x
     X = model.phi(Z)  # exact for a feed-forward A: the level sweep already solved it
     gap = float(np.max(np.abs(X - X_eq), initial=0.0))
