@@ -52,14 +52,19 @@ BAND_SAMPLES, BOX_TIME_LIMIT = 12, 2.0  # lp_exact_boxes: samples, MILP seconds 
 COLUMNS = ["method", "certified", "falsified", "unknown", "seconds_per_sample", "note"]
 
 
+def unstable(model, boxes, i: int) -> np.ndarray:
+    """Sample i's unstable states (pre-activation box across the kink) on its current boxes."""
+    one = type(boxes)(*(getattr(boxes, k)[i : i + 1] for k in ("ul", "uu", "xl", "xu", "zl", "zu")))
+    return np.flatnonzero(relaxation(model, one).free[0])
+
+
 def tighten_by_lp(model, boxes, i: int, rounds: int, tol: float) -> int | None:
     """Optimization-based bound tightening of sample i's unstable pre-activations (boxes updated in
     place); returns the rounds run until no box moved by more than tol of its width (None if
     `rounds` did not suffice)."""
     A, B, b = dense(model.A), dense(model.B), model.b_x
     for r in range(rounds):
-        one = type(boxes)(*(getattr(boxes, k)[i : i + 1] for k in ("ul", "uu", "xl", "xu", "zl", "zu")))
-        free = np.flatnonzero(relaxation(model, one).free[0])
+        free = unstable(model, boxes, i)
         lp = LPSolver(model, boxes, i)
         moved = 0.0
         for k in free:
@@ -95,9 +100,8 @@ def tightest(model, boxes, y, todo: np.ndarray, rounds: int) -> tuple[np.ndarray
 def exact_ranges(model, boxes, i: int, time_limit: float) -> None:
     """Shrink sample i's unstable pre-activation boxes to their MILP-proven ranges (in place)."""
     A, B, b = dense(model.A), dense(model.B), model.b_x
-    one = type(boxes)(*(getattr(boxes, k)[i : i + 1] for k in ("ul", "uu", "xl", "xu", "zl", "zu")))
     milp = MILP(model, boxes, i)
-    for k in np.flatnonzero(relaxation(model, one).free[0]):
+    for k in unstable(model, boxes, i):
         lo = milp.minimize(A[k], B[k], b[k], time_limit, decide=False).lower
         hi = -milp.minimize(-A[k], -B[k], -b[k], time_limit, decide=False).lower
         boxes.zl[i, k], boxes.zu[i, k] = max(boxes.zl[i, k], lo), min(boxes.zu[i, k], hi)
